@@ -1,0 +1,114 @@
+"""Offline synthetic tasks, deterministic by seed.
+
+The zoom task: a 224x224 image is split into a 3x3 grid; each cell holds a small coloured square on a grey
+background with noise. The question names one cell by its box in pixels and asks the colour of its square. Seen whole,
+the image mixes nine squares and the model must find the right one from coordinates; zoomed into the box, one square
+fills the view. Answering reliably needs the zoom tool, which makes the task a small, honest check that training
+teaches a model to use it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from ..protocols.arft import ArftProtocol
+from ..tools.zoom import ZoomTool
+
+IMAGE_SIZE = 224
+GRID = 3
+COLORS = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (235, 210, 40),
+    "purple": (140, 60, 180),
+    "orange": (245, 140, 30),
+}
+
+
+def cell_boxes() -> list[tuple[int, int, int, int]]:
+    edges = [round(i * IMAGE_SIZE / GRID) for i in range(GRID + 1)]
+    return [(edges[c], edges[r], edges[c + 1], edges[r + 1]) for r in range(GRID) for c in range(GRID)]
+
+
+def box_text(box: tuple[int, int, int, int]) -> str:
+    return "[" + ", ".join(str(v) for v in box) + "]"
+
+
+def zoom_question(box: tuple[int, int, int, int]) -> str:
+    return f"What color is the small square inside the box {box_text(box)}? Answer with one word."
+
+
+def zoom_solution(box: tuple[int, int, int, int], color: str) -> list[str]:
+    """The reference trajectory, one string per assistant turn (used for the supervised warm start)."""
+    return [
+        f"<think>The squares are small. I zoom into {box_text(box)}.</think>\n<zoom>{box_text(box)}</zoom>",
+        f"<think>The enlarged square is {color}.</think>\n<answer>{color}</answer>",
+    ]
+
+
+def make_zoom_example(rng: random.Random) -> dict:
+    """One example: the image, the question, the answer and the reference solution."""
+    image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), (128, 128, 128))
+    draw = ImageDraw.Draw(image)
+    boxes = cell_boxes()
+    colors = [rng.choice(list(COLORS)) for _ in boxes]
+    for (x1, y1, x2, y2), color in zip(boxes, colors, strict=True):
+        side = rng.randint(12, 20)
+        left = rng.randint(x1 + 4, x2 - side - 4)
+        top = rng.randint(y1 + 4, y2 - side - 4)
+        draw.rectangle((left, top, left + side, top + side), fill=COLORS[color])
+    for _ in range(400):  # speckle noise so that the background carries no signal
+        x, y = rng.randrange(IMAGE_SIZE), rng.randrange(IMAGE_SIZE)
+        shade = rng.randint(100, 156)
+        draw.point((x, y), fill=(shade, shade, shade))
+    target = rng.randrange(len(boxes))
+    box, color = boxes[target], colors[target]
+    return {
+        "image": image,
+        "question": zoom_question(box),
+        "answer": color,
+        "box": list(box),
+        "solution": zoom_solution(box, color),
+    }
+
+
+def write_zoom_dataset(output_dir: str | Path, num_train: int = 256, num_test: int = 64, seed: int = 0) -> Path:
+    """Write ``train.jsonl``, ``test.jsonl`` and their PNG images under ``output_dir``."""
+    output_dir = Path(output_dir)
+    (output_dir / "images").mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    for split, count in (("train", num_train), ("test", num_test)):
+        with open(output_dir / f"{split}.jsonl", "w") as file:
+            for index in range(count):
+                example = make_zoom_example(rng)
+                image_path = f"images/zoom-{split}-{index:05d}.png"
+                example.pop("image").save(output_dir / image_path, optimize=True)
+                row = {"id": f"zoom-{split}-{index:05d}", "images": [image_path], **example}
+                file.write(json.dumps(row) + "\n")
+    return output_dir
+
+
+def tokenizer_training_corpus() -> Iterator[str]:
+    """Texts the small test vocabulary is trained on: the protocol, the synthetic tasks and plain English."""
+    protocol = ArftProtocol()
+    yield protocol.system_prompt([ZoomTool()])
+    yield "<search>query</search> <code>print(1)</code> <information></information> <answer></answer>"
+    rng = random.Random(1234)
+    for _ in range(300):
+        example = make_zoom_example(rng)
+        yield example["question"]
+        yield from example["solution"]
+        yield f"<information>The box {box_text(tuple(example['box']))} enlarged.</information>"
+    yield " ".join(str(n) for n in range(1000))
+    yield (
+        "The quick brown fox jumps over the lazy dog. What is the name of the city, the river, the person, "
+        "the year, the number, the color, the animal in this image? Search for the answer and write code to "
+        "rotate, crop, enhance, brighten, or sharpen the image. import numpy as np from PIL import Image "
+        "image = Image.open('path_to_input_image.jpg') image.save('path_to_output_image.jpg') print(result)"
+    )

@@ -1,0 +1,67 @@
+"""The protocol interface: how a model writes actions and how observations are written back to it.
+
+The rollout engine knows nothing about tags. Each turn it asks the protocol where generation must stop
+(:meth:`Protocol.stop_strings`), what action a turn's text contains (:meth:`Protocol.parse_action`) and how a tool's
+observation is shown to the model (:meth:`Protocol.observation_message`). Rewards ask it for the final answer
+(:meth:`Protocol.extract_answer`) and whether a turn is well formed (:meth:`Protocol.turn_is_well_formed`).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Literal
+
+from ..tools.base import Observation, Tool
+
+
+@dataclass(frozen=True)
+class Action:
+    """What the model asked for in one turn.
+
+    ``kind`` is ``"tool"`` (run tool ``name`` on ``argument``), ``"answer"`` (the trajectory ends with ``argument`` as
+    the answer) or ``"invalid"`` (the turn has no usable action; ``error`` says why, in words shown to the model).
+    """
+
+    kind: Literal["tool", "answer", "invalid"]
+    name: str = ""
+    argument: str = ""
+    error: str = ""
+
+    @classmethod
+    def invalid(cls, error: str) -> Action:
+        return cls(kind="invalid", error=error)
+
+
+class Protocol(abc.ABC):
+    """How actions and observations are written. Subclasses are small and stateless."""
+
+    name: str
+
+    @abc.abstractmethod
+    def system_prompt(self, tools: list[Tool]) -> str:
+        """The system message that teaches the model the protocol and lists ``tools``."""
+
+    @abc.abstractmethod
+    def stop_strings(self, tools: list[Tool]) -> list[str]:
+        """Strings that end a turn: generation stops right after any of them (the closing tags of actions)."""
+
+    @abc.abstractmethod
+    def parse_action(self, text: str, tools: list[Tool]) -> Action:
+        """The action of one turn's generated text (special tokens already removed)."""
+
+    @abc.abstractmethod
+    def observation_message(self, observation: Observation, tool_name: str) -> dict:
+        """The chat message that carries ``observation`` back to the model.
+
+        Content parts follow the transformers multimodal chat format: ``{"type": "text", "text": ...}`` and
+        ``{"type": "image"}``, one image part per image of ``observation.images``, in order.
+        """
+
+    @abc.abstractmethod
+    def extract_answer(self, text: str) -> str | None:
+        """The final answer written in ``text`` (the last assistant turn), or ``None`` if there is none."""
+
+    @abc.abstractmethod
+    def turn_is_well_formed(self, text: str, tools: list[Tool], is_last: bool) -> bool:
+        """Whether one assistant turn follows the protocol exactly (used by the format reward)."""

@@ -1,0 +1,78 @@
+"""The tool interface: what the rollout engine calls when the model writes an action.
+
+A tool is an object with a ``name`` (the action tag the model writes, e.g. ``search`` for
+``<search>...</search>``), a one-line ``description`` for the system prompt, and an async ``__call__`` that
+takes the action's text and the trajectory's context and returns an :class:`Observation`.
+
+Tools are async so that the engine can run the calls of every trajectory of a turn concurrently on one event
+loop. A tool whose work is blocking should hand it to a thread or a process (``asyncio.to_thread``, a process
+pool, a sandbox); it must not block the loop.
+
+A tool should turn the failures it expects (bad arguments, a timeout of its backend, an HTTP error) into an
+observation with ``error`` set. The engine also catches anything a tool raises, and a tool that exceeds its
+timeout, and turns both into error observations: a tool never crashes training.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+
+@dataclass
+class ToolContext:
+    """What a tool may know about the trajectory that calls it.
+
+    Attributes:
+        trajectory_id: Stable for the whole trajectory; tools that keep per-trajectory state (a persistent
+            code session) key it on this.
+        images: Every image the model has seen so far in this trajectory, in order: the dataset's images
+            first, then the images earlier tool calls returned. Tools must not modify them in place.
+        row: The dataset row the trajectory was started from (for example metadata with boxes).
+        turn: Index of the current turn, from 0.
+    """
+
+    trajectory_id: str
+    images: list[Image.Image] = field(default_factory=list)
+    row: dict[str, Any] = field(default_factory=dict)
+    turn: int = 0
+
+
+@dataclass
+class Observation:
+    """What a tool gives back to the model: text, and optionally images that are placed in the context.
+
+    ``error`` is set when the call failed; ``text`` then tells the model what went wrong, in words it can act on.
+    """
+
+    text: str
+    images: list[Image.Image] = field(default_factory=list)
+    error: str | None = None
+
+    @classmethod
+    def failure(cls, message: str) -> Observation:
+        return cls(text=message, error=message)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Tool(abc.ABC):
+    """Base class of every tool. Subclasses set ``name`` and ``description`` and implement ``__call__``."""
+
+    name: str
+    description: str
+
+    @abc.abstractmethod
+    async def __call__(self, argument: str, context: ToolContext) -> Observation:
+        """Run the action whose text (between the tags) is ``argument``."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most tools hold nothing
+        """Release what the tool holds (worker pools, HTTP clients). Called once, when training ends."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"

@@ -1,0 +1,70 @@
+"""Crop-and-zoom: the model names a box on the input image and sees that region enlarged (as DeepEyes and Mini-o3)."""
+
+from __future__ import annotations
+
+import re
+
+from PIL import Image
+
+from .base import Observation, Tool, ToolContext
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def parse_box(text: str) -> tuple[float, float, float, float]:
+    """The box ``[x1, y1, x2, y2]`` written in ``text`` (brackets, commas and a JSON object around it are optional).
+
+    Raises ``ValueError`` with a message meant for the model when ``text`` does not hold exactly four numbers.
+    """
+    numbers = [float(n) for n in _NUMBER.findall(text)]
+    if len(numbers) != 4:
+        raise ValueError(f"expected a box as four numbers [x1, y1, x2, y2], got {text.strip()[:80]!r}")
+    x1, y1, x2, y2 = numbers
+    return x1, y1, x2, y2
+
+
+class ZoomTool(Tool):
+    """Crop a box of the trajectory's first image (in its pixel coordinates) and enlarge it.
+
+    The crop is scaled so that its shorter side is at least ``min_side`` pixels and its longer side at most
+    ``max_side`` pixels: small regions become legible without flooding the context with image tokens.
+    """
+
+    name = "zoom"
+    description = "[x1, y1, x2, y2]: show this box of the image (pixel coordinates) enlarged"
+
+    def __init__(self, min_side: int = 112, max_side: int = 448):
+        if not 0 < min_side <= max_side:
+            raise ValueError(f"need 0 < min_side <= max_side, got min_side={min_side}, max_side={max_side}")
+        self.min_side = min_side
+        self.max_side = max_side
+
+    async def __call__(self, argument: str, context: ToolContext) -> Observation:
+        if not context.images:
+            return Observation.failure("zoom needs an image, and this conversation has none.")
+        image = context.images[0]
+        try:
+            x1, y1, x2, y2 = parse_box(argument)
+        except ValueError as error:
+            return Observation.failure(f"zoom: {error}.")
+        width, height = image.size
+        left, right = sorted((max(0.0, min(x1, x2)), min(float(width), max(x1, x2))))
+        top, bottom = sorted((max(0.0, min(y1, y2)), min(float(height), max(y1, y2))))
+        if right - left < 1 or bottom - top < 1:
+            return Observation.failure(
+                f"zoom: the box [{x1:g}, {y1:g}, {x2:g}, {y2:g}] has no area inside the {width}x{height} image."
+            )
+        crop = image.crop((round(left), round(top), round(right), round(bottom)))
+        crop = _rescale(crop, self.min_side, self.max_side)
+        return Observation(
+            text=f"The box [{round(left)}, {round(top)}, {round(right)}, {round(bottom)}] enlarged.",
+            images=[crop],
+        )
+
+
+def _rescale(image: Image.Image, min_side: int, max_side: int) -> Image.Image:
+    width, height = image.size
+    scale = max(min_side / min(width, height), 1.0)
+    scale = min(scale, max_side / max(width, height))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return image if size == image.size else image.resize(size, Image.Resampling.BICUBIC)
