@@ -1,0 +1,264 @@
+"""``AgenticGRPOTrainer``: TRL's GRPO trainer whose generation is a live multi-turn rollout with tools.
+
+Only generation changes. TRL keeps the loss, the advantages, the reference model and KL, vLLM, PEFT, gradient
+accumulation, logging and checkpoints. Three methods are overridden:
+
+- ``_generate``: runs the rollout engine and hands TRL the token ids, the mask that keeps observation tokens out of
+  the loss (TRL's ``tool_mask``), the sampling log-probabilities and every image of every trajectory;
+- ``_generate_and_score_completions``: only keeps the batch's dataset rows for the tools (``ToolContext.row``);
+- ``_calculate_rewards``: only writes some trajectories with their rewards to a readable log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import torch
+from trl import GRPOTrainer
+from trl.models.utils import unwrap_model_for_generation
+
+from .config import AgenticGRPOConfig
+from .protocols import Protocol, get_protocol
+from .rewards import build_reward_funcs
+from .rollout import RolloutEngine, SamplingSettings, Trajectory, TransformersTurnGenerator, TurnRequest
+from .tools import Tool, build_tools
+
+
+class AgenticGRPOTrainer(GRPOTrainer):
+    """GRPO with live multi-turn tool use for vision-language models.
+
+    Args:
+        model: A model id or path, or a loaded model (see [`~trl.GRPOTrainer`]).
+        reward_funcs: TRL reward functions; by default built from ``args.reward_funcs`` and the protocol.
+        args: An [`AgenticGRPOConfig`].
+        train_dataset, eval_dataset: Conversational prompts (``prompt``) with ``images`` (or ``image``) and the
+            columns the rewards read (``answer`` ...).
+        processing_class: The model's processor; loaded from the model by default.
+        tools: [`~agentic_vlm.tools.Tool`] objects; by default built from ``args.tools`` and ``args.tool_kwargs``.
+        protocol: A [`~agentic_vlm.protocols.Protocol`]; by default ``get_protocol(args.protocol)``.
+        Other arguments are TRL's.
+    """
+
+    _tag_names = ["trl", "grpo", "agentic-vlm"]
+
+    def __init__(
+        self,
+        model,
+        reward_funcs=None,
+        args: AgenticGRPOConfig | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        reward_processing_classes=None,
+        callbacks=None,
+        optimizers=(None, None),
+        peft_config=None,
+        tools: list[Tool] | None = None,
+        protocol: Protocol | None = None,
+    ):
+        if args is None:
+            name = model if isinstance(model, str) else model.config._name_or_path
+            args = AgenticGRPOConfig(f"{str(name).rstrip('/').split('/')[-1]}-agentic-GRPO")
+        if not isinstance(args, AgenticGRPOConfig):
+            raise TypeError(f"args must be an AgenticGRPOConfig, got {type(args).__name__}")
+        protocol = protocol if protocol is not None else get_protocol(args.protocol)
+        tools = list(tools) if tools is not None else build_tools(args.tools, args.tool_kwargs)
+        if not tools:
+            raise ValueError("AgenticGRPOTrainer needs at least one tool; for plain GRPO use trl.GRPOTrainer.")
+        if reward_funcs is None:
+            reward_funcs = build_reward_funcs(args.reward_funcs, protocol, tools, args.reward_kwargs)
+
+        # TRL's `tools=` are JSON-schema functions that the chat template renders; ours are tag actions run by the
+        # rollout engine, so TRL's own tool loop stays off.
+        super().__init__(
+            model=model,
+            reward_funcs=reward_funcs,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            reward_processing_classes=reward_processing_classes,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            peft_config=peft_config,
+        )
+        # Set after TRL's init: in `_generate_and_score_completions`, a truthy `self.tools` makes TRL build the
+        # vision inputs of the forward pass from all the images of each sequence and their positions in the token
+        # ids, which is what trajectories with images returned mid-sequence need.
+        self.tools = tools
+        self.protocol = protocol
+
+        stop_strings = protocol.stop_strings(tools)
+        if self.use_vllm:
+            # TRL passes these to vLLM's SamplingParams (colocate) or to the vLLM server with each request.
+            self.vllm_generation.generation_kwargs.update(
+                {"stop": stop_strings, "include_stop_str_in_output": True}
+            )
+        model_config = self.model.config
+        self._turn_generator = TransformersTurnGenerator(
+            self.processing_class,
+            model_config,
+            stop_strings,
+            SamplingSettings(
+                temperature=self.temperature,
+                top_p=self.top_p,
+                top_k=self.top_k,
+                min_p=self.min_p,
+                repetition_penalty=self.repetition_penalty,
+            ),
+            eos_token_ids=self.eos_token_ids,
+        )
+        if self.use_vllm and self.vllm_mode == "colocate":
+            max_context_length = self.vllm_generation.llm.llm_engine.model_config.max_model_len
+        else:
+            max_context_length = model_config.get_text_config().max_position_embeddings
+        self.rollout_engine = RolloutEngine(
+            self.processing_class,
+            protocol,
+            tools,
+            self._generate_turn,
+            max_turns=args.max_turns,
+            max_completion_length=self.max_completion_length,
+            max_context_length=max_context_length,
+            tool_timeout=args.tool_timeout,
+            max_images_per_observation=args.max_images_per_observation,
+            system_prompt=args.system_prompt,
+            sync_batch_size=self._sync_batch_size,
+        )
+        self._rollout_rows: list[dict] = []
+        self._rollout_trajectories: list[Trajectory] = []
+        self._trajectory_log_path = os.path.join(args.output_dir, "trajectories.jsonl")
+
+    # -------------------------------------------------------------------------------------------------- generation
+    def _sync_batch_size(self, num_active: int) -> int:
+        """The largest number of active trajectories over all ranks (every rank generates that many rows)."""
+        if self.accelerator.num_processes == 1:
+            return num_active
+        counts = self.accelerator.gather(torch.tensor([num_active], device=self.accelerator.device))
+        return int(counts.max())
+
+    def _generate_turn(self, requests: list[TurnRequest], max_new_tokens: int):
+        if self.use_vllm:
+            images = [request.images or None for request in requests]
+            return self._generate_single_turn(
+                [request.input_ids for request in requests],
+                images if any(images) else None,
+                {},
+                num_generations=1,
+            )
+        with (
+            unwrap_model_for_generation(
+                self.model_wrapped,
+                self.accelerator,
+                gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
+            ) as unwrapped_model,
+            torch.no_grad(),
+            self._dist.summon_full_params(self.model_wrapped, recurse=False),
+        ):
+            return self._turn_generator.generate(unwrapped_model, requests, max_new_tokens)
+
+    def _generate_and_score_completions(self, inputs):
+        self._rollout_rows = inputs
+        return super()._generate_and_score_completions(inputs)
+
+    def _generate(self, prompts: list):
+        mode = "train" if self.model.training else "eval"
+        trajectories = self.rollout_engine.run(prompts, self._rollout_rows)
+        self._rollout_trajectories = trajectories
+        self._log_rollout_metrics(trajectories, mode)
+
+        prompt_ids = [t.prompt_ids for t in trajectories]
+        completion_ids = [t.completion_ids for t in trajectories]
+        tool_mask = [t.tool_mask for t in trajectories]
+        completions = [t.completion_messages() for t in trajectories]
+        images = [list(t.images) for t in trajectories]
+        has_images = any(images)
+        # Every image of a trajectory, in order; TRL feeds them to the forward pass with the ids' image tokens.
+        sequence_images = [imgs or None for imgs in images] if has_images else None
+        return prompt_ids, completion_ids, tool_mask, completions, self._sampling_logprobs(trajectories), {}, \
+            sequence_images, images
+
+    @staticmethod
+    def _sampling_logprobs(trajectories: list[Trajectory]) -> list[list[float]] | None:
+        # vLLM may return no log-probabilities; then TRL computes what it needs itself.
+        if any(len(t.logprobs) != len(t.completion_ids) for t in trajectories):
+            return None
+        return [t.logprobs for t in trajectories]
+
+    # ----------------------------------------------------------------------------------------------------- logging
+    def _gathered_mean(self, values: list[float]) -> float:
+        local = torch.tensor([sum(values), len(values)], dtype=torch.float64, device=self.accelerator.device)
+        total, count = self.accelerator.gather(local).view(-1, 2).sum(0).tolist()
+        return total / count if count else 0.0
+
+    def _log_rollout_metrics(self, trajectories: list[Trajectory], mode: str) -> None:
+        metrics = self._metrics[mode]
+        device = self.accelerator.device
+        model_tokens = torch.tensor([sum(t.tool_mask) for t in trajectories], device=device)
+        prompt_tokens = torch.tensor([len(t.prompt_ids) for t in trajectories], device=device)
+        all_model_tokens = self.accelerator.gather(model_tokens).float()
+        all_tokens = self.accelerator.gather(
+            prompt_tokens + torch.tensor([len(t.completion_ids) for t in trajectories], device=device)
+        )
+        if mode == "train":
+            self.state.num_input_tokens_seen += int(all_tokens.sum())
+        metrics["num_tokens"] = [self.state.num_input_tokens_seen]
+        metrics["completions/mean_length"].append(all_model_tokens.mean().item())
+        metrics["completions/min_length"].append(all_model_tokens.min().item())
+        metrics["completions/max_length"].append(all_model_tokens.max().item())
+
+        for reason in ("answer", "length", "max_turns"):
+            metrics[f"rollout/stop_{reason}"].append(self._gathered_mean([float(t.stop_reason == reason)
+                                                                          for t in trajectories]))
+        metrics["completions/clipped_ratio"].append(1.0 - metrics["rollout/stop_answer"][-1])
+        metrics["rollout/turns"].append(self._gathered_mean([len(t.turns) for t in trajectories]))
+        calls = [turn for t in trajectories for turn in t.turns if turn.observation is not None]
+        metrics["tools/calls_per_trajectory"].append(self._gathered_mean([
+            sum(turn.action.kind == "tool" and turn.observation is not None for turn in t.turns)
+            for t in trajectories
+        ]))
+        metrics["tools/failure_frequency"].append(
+            self._gathered_mean([float(turn.observation.error is not None) for turn in calls])
+        )
+        metrics["tools/invalid_action_frequency"].append(
+            self._gathered_mean([float(turn.action.kind == "invalid") for t in trajectories for turn in t.turns])
+        )
+        metrics["tools/seconds_per_call"].append(
+            self._gathered_mean([turn.tool_seconds for turn in calls if turn.action.kind == "tool"])
+        )
+        metrics["tools/wall_seconds_per_turn"].append(self._gathered_mean(self.rollout_engine.tool_wall_seconds))
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        every = self.args.log_trajectories_steps
+        if every and self.accelerator.is_main_process and self.model.training and self.state.global_step % every == 0:
+            local = rewards_per_func[: len(prompts)]  # the main process's rows come first
+            self._write_trajectory_log(local)
+        return rewards_per_func
+
+    def _write_trajectory_log(self, rewards_per_func: torch.Tensor) -> None:
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        with open(self._trajectory_log_path, "a") as file:
+            for index, trajectory in enumerate(self._rollout_trajectories[: self.args.num_trajectories_to_log]):
+                row = self._rollout_rows[index]
+                prompt = row.get("prompt")
+                record = {
+                    "step": self.state.global_step,
+                    "question": prompt[-1]["content"] if isinstance(prompt, list) else prompt,
+                    "answer": row.get("answer"),
+                    "rewards": {name: _finite_or_none(value) for name, value in
+                                zip(self.reward_func_names, rewards_per_func[index].tolist(), strict=True)},
+                    **trajectory.to_record(),
+                }
+                file.write(json.dumps(record, default=str) + "\n")
+
+    def train(self, *args, **kwargs):
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            self.rollout_engine.close()
+
+
+def _finite_or_none(value: float) -> float | None:
+    return None if value != value else round(value, 4)  # NaN: the reward did not apply
