@@ -1,0 +1,48 @@
+"""Reading a trajectory as our trainer hands it to reward functions.
+
+A trajectory is a list of messages: ``{"role": "assistant", "content": str}`` for each model turn (its text, special
+tokens removed) and ``{"role": "tool", "name": str, "content": str, "error": str | None, "num_images": int}`` for
+each observation (``name`` is "" and ``error`` is set for an invalid action).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from ..protocols.base import Protocol
+from ..tools.base import Tool
+
+
+def assistant_turns(completion: list[dict]) -> list[str]:
+    """The model's text of each turn, in order."""
+    return [message["content"] for message in completion if message["role"] == "assistant"]
+
+
+def final_answer(completion: list[dict], protocol: Protocol) -> str | None:
+    """The answer written in the last model turn, or ``None`` when the trajectory ended without one."""
+    turns = assistant_turns(completion)
+    return protocol.extract_answer(turns[-1]) if turns else None
+
+
+def successful_tool_calls(completion: list[dict]) -> int:
+    """How many observations came from a tool that ran without error."""
+    return sum(
+        1 for message in completion if message["role"] == "tool" and message.get("name") and not message.get("error")
+    )
+
+
+def tool_arguments(turns: Sequence[str], protocol: Protocol, tools: list[Tool], tool_name: str) -> list[str]:
+    """The arguments of the ``tool_name`` actions written in ``turns``, in order."""
+    actions = (protocol.parse_action(text, tools) for text in turns)
+    return [action.argument for action in actions if action.kind == "tool" and action.name == tool_name]
+
+
+def solution_turns(solution: str | Sequence[str], protocol: Protocol, tools: list[Tool]) -> list[str]:
+    """A reference solution's turns: a list is one string per turn; a string is cut after each action's closing
+    tag, where generation would have stopped."""
+    if not isinstance(solution, str):
+        return list(solution)
+    stops = "|".join(re.escape(stop) for stop in protocol.stop_strings(tools))
+    pieces = re.split(f"({stops})", solution)
+    return ["".join(pieces[start : start + 2]) for start in range(0, len(pieces), 2)]
