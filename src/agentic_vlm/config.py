@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +77,10 @@ class AgenticGRPOConfig(GRPOConfig):
     num_trajectories_to_log: int = field(default=4, metadata={"help": "Trajectories written each time."})
 
     def __post_init__(self):
+        # Before TrainingArguments' own checks, which fail on a missing package without naming our extra.
+        for module, extra, needed in (("deepspeed", "deepspeed", bool(self.deepspeed)), ("vllm", "vllm", self.use_vllm)):
+            if needed and importlib.util.find_spec(module) is None:
+                raise ImportError(f"this configuration needs {module}; install it with: pip install 'agentic-vlm[{extra}]'")
         super().__post_init__()
         self.tool_kwargs = _as_dict(self.tool_kwargs, "tool_kwargs")
         self.reward_kwargs = _as_dict(self.reward_kwargs, "reward_kwargs")

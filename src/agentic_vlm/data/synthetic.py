@@ -41,14 +41,14 @@ def box_text(box: tuple[int, int, int, int]) -> str:
 
 
 def zoom_question(box: tuple[int, int, int, int]) -> str:
-    return f"What color is the small square inside the box {box_text(box)}? Answer with one word."
+    return f"What color is the square inside the box {box_text(box)}? Answer with one word."
 
 
 def zoom_solution(box: tuple[int, int, int, int], color: str) -> list[str]:
     """The reference trajectory, one string per assistant turn (used for the supervised warm start)."""
     return [
-        f"<think>The squares are small. I zoom into {box_text(box)}.</think>\n<zoom>{box_text(box)}</zoom>",
-        f"<think>The enlarged square is {color}.</think>\n<answer>{color}</answer>",
+        "<think>I zoom into the box.</think>\n<zoom>" + box_text(box) + "</zoom>",
+        f"<think>The square is {color}.</think>\n<answer>{color}</answer>",
     ]
 
 
@@ -59,11 +59,11 @@ def make_zoom_example(rng: random.Random) -> dict:
     boxes = cell_boxes()
     colors = [rng.choice(list(COLORS)) for _ in boxes]
     for (x1, y1, x2, y2), color in zip(boxes, colors, strict=True):
-        side = rng.randint(12, 20)
+        side = rng.randint(30, 46)
         left = rng.randint(x1 + 4, x2 - side - 4)
         top = rng.randint(y1 + 4, y2 - side - 4)
         draw.rectangle((left, top, left + side, top + side), fill=COLORS[color])
-    for _ in range(400):  # speckle noise so that the background carries no signal
+    for _ in range(150):  # speckle noise, so that the image is not flat colour
         x, y = rng.randrange(IMAGE_SIZE), rng.randrange(IMAGE_SIZE)
         shade = rng.randint(100, 156)
         draw.point((x, y), fill=(shade, shade, shade))

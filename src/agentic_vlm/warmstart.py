@@ -1,0 +1,98 @@
+"""Supervised warm start on reference trajectories, before GRPO.
+
+A dataset row's ``solution`` lists the assistant turns of a reference trajectory. They are replayed through the
+rollout engine with the tools running live, so the training sequence holds exactly the tokens, the observation
+images and the observation masks that a real rollout would; the loss is the negative log-likelihood of the model's
+own tokens only. A few dozen steps teach a small model the protocol, so that GRPO starts from trajectories that
+reach an answer.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from tqdm.auto import tqdm
+from trl.data_utils import prepare_multimodal_messages
+
+from .protocols.base import Protocol
+from .rollout import RolloutEngine, ScriptedTurnGenerator, Trajectory
+from .tools.base import Tool
+
+
+def prompt_messages(row: dict) -> list[dict]:
+    """The row's conversational prompt with its images placed in the first user message, as TRL does."""
+    images = row.get("images") or ([row["image"]] if row.get("image") is not None else [])
+    return prepare_multimodal_messages(row["prompt"], images=images)
+
+
+def trajectory_batch(trajectories: list[Trajectory], pad_token_id: int, image_token_id: int | None) -> dict:
+    """Right-padded model inputs and labels (-100 on the prompt, on observations and on padding)."""
+    width = max(len(t.prompt_ids) + len(t.completion_ids) for t in trajectories)
+    input_ids = torch.full((len(trajectories), width), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(trajectories), width), -100, dtype=torch.long)
+    attention_mask = torch.zeros((len(trajectories), width), dtype=torch.long)
+    for row, t in enumerate(trajectories):
+        ids = t.prompt_ids + t.completion_ids
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention_mask[row, : len(ids)] = 1
+        completion = torch.tensor(t.completion_ids)
+        completion[torch.tensor(t.tool_mask) == 0] = -100
+        labels[row, len(t.prompt_ids): len(ids)] = completion
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    pixel_values = [t.pixel_values for t in trajectories if t.pixel_values is not None]
+    if pixel_values:
+        batch["pixel_values"] = torch.cat(pixel_values)
+        batch["image_grid_thw"] = torch.cat([t.image_grid_thw for t in trajectories if t.image_grid_thw is not None])
+        batch["mm_token_type_ids"] = (input_ids == image_token_id).long()
+    return batch
+
+
+def supervised_warm_start(
+    model,
+    processing_class,
+    protocol: Protocol,
+    tools: list[Tool],
+    dataset,
+    *,
+    steps: int,
+    learning_rate: float = 1e-3,
+    batch_size: int = 8,
+    max_completion_length: int = 1024,
+    seed: int = 0,
+) -> list[float]:
+    """Train ``model`` for ``steps`` steps on the ``solution`` column of ``dataset``; returns the losses."""
+    if "solution" not in dataset.column_names:
+        raise ValueError("the warm start needs a 'solution' column: the reference assistant turns of each row")
+    generator = ScriptedTurnGenerator(
+        processing_class, protocol.stop_strings(tools), script=lambda request: request.row["solution"][request.turn]
+    )
+    engine = RolloutEngine(
+        processing_class, protocol, tools, generator,
+        max_turns=max(len(solution) for solution in dataset["solution"]),
+        max_completion_length=max_completion_length,
+    )
+    tokenizer = getattr(processing_class, "tokenizer", processing_class)
+    image_token_id = getattr(model.config, "image_token_id", None)
+    device = next(model.parameters()).device
+    optimizer = torch.optim.AdamW((p for p in model.parameters() if p.requires_grad), lr=learning_rate)
+    order = random.Random(seed)
+    indices: list[int] = []
+    losses = []
+    model.train()
+    try:
+        for _ in tqdm(range(steps), desc="warm start"):
+            if len(indices) < batch_size:
+                indices += order.sample(range(len(dataset)), len(dataset))
+            rows = [dataset[i] for i in indices[:batch_size]]
+            del indices[:batch_size]
+            trajectories = engine.run([prompt_messages(row) for row in rows], rows)
+            batch = trajectory_batch(trajectories, tokenizer.pad_token_id, image_token_id)
+            loss = model(**{key: value.to(device) for key, value in batch.items()}).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+    finally:
+        engine.close()
+    return losses
