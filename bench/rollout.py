@@ -1,6 +1,8 @@
 """Training step of AgenticGRPOTrainer against TRL's built-in ``tools=`` loop, side by side, same scripted workload.
 
-Both trainers train the same tiny model on the same prompts. Generation is scripted in both (each trajectory makes
+Both trainers train the same tiny model on the same prompts: the text decoder of the tiny Qwen2.5-VL (same sizes,
+same small vocabulary) as a Qwen2 causal LM, because TRL's tool loop does not handle a vision-language model driven
+by a plain tokenizer, and its stock Qwen2.5-VL chat template cannot call tools. Generation is scripted in both (each trajectory makes
 three tool calls, then answers), so the comparison measures what differs: the turn loop, the tool dispatch and the
 training step around them. The tool waits ``--delays`` milliseconds (0: pure overhead; 100: a slow web search).
 
@@ -22,7 +24,7 @@ import time
 
 import torch
 from datasets import Dataset
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 from trl import GRPOConfig, GRPOTrainer
 
 from agentic_vlm import AgenticGRPOConfig, AgenticGRPOTrainer, Observation, Tool
@@ -67,21 +69,37 @@ def text_tokenizer(model_dir: str):
     return tokenizer
 
 
+def make_text_model(output_dir: str) -> str:
+    """The tiny model's tokenizer with a text-only decoder of the tiny model's sizes."""
+    make_tiny_model(output_dir, vocab="small")
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    text_config = json.loads(open(f"{output_dir}/config.json").read())["text_config"]
+    keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+            "max_position_embeddings", "vocab_size")
+    model = Qwen2ForCausalLM(Qwen2Config(**{key: text_config[key] for key in keys},
+                                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    model.save_pretrained(output_dir)
+    return output_dir
+
+
 def common_args(output_dir: str, trajectories: int, steps: int) -> dict:
     return dict(
         output_dir=output_dir, per_device_train_batch_size=trajectories, num_generations=4, max_steps=steps,
-        max_completion_length=256, learning_rate=1e-5, report_to="none", use_cpu=True, bf16=False,
+        max_completion_length=512, learning_rate=1e-5, report_to="none", use_cpu=True, bf16=False,
         save_strategy="no", logging_steps=1, disable_tqdm=True,
     )
 
 
 def run_trl(model_dir: str, trajectories: int, steps: int, delay: float) -> float:
+    calls = []
+
     async def wait(step: int) -> str:
         """Wait for a slow service.
 
         Args:
             step: The step number.
         """
+        calls.append(step)
         await asyncio.sleep(delay)
         return f"result of step {step}"
 
@@ -98,7 +116,10 @@ def run_trl(model_dir: str, trajectories: int, steps: int, delay: float) -> floa
     with tempfile.TemporaryDirectory() as output_dir:
         trainer = ScriptedTRL(model=model_dir, reward_funcs=[reward], processing_class=tokenizer, tools=[wait],
                               args=GRPOConfig(**common_args(output_dir, trajectories, steps)), train_dataset=dataset)
-        return timed_train(trainer)
+        step_time = timed_train(trainer)
+        expected = TOOL_TURNS * trajectories * steps
+        assert len(calls) == expected, f"TRL's loop made {len(calls)} tool calls, not {expected}"
+        return step_time
 
 
 def run_ours(model_dir: str, trajectories: int, steps: int, delay: float) -> tuple[float, list[float]]:
@@ -152,7 +173,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as model_dir:
-        make_tiny_model(model_dir, vocab="small")
+        make_text_model(model_dir)
         print(f"{args.trajectories} trajectories, {TOOL_TURNS} tool turns + 1 answer turn each, "
               f"{args.steps} steps (first left out)\n")
         print(f"{'tool ms':>8} {'TRL s/step':>11} {'ours s/step':>12} {'speed-up':>9} {'ours tool wall/turn':>20}")
