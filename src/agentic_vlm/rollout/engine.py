@@ -30,7 +30,6 @@ from typing import Any
 
 import torch
 from PIL import Image
-from trl.data_utils import prepare_multimodal_messages
 
 from ..protocols.base import Action, Protocol
 from ..tools.base import Observation, Tool, ToolContext
@@ -330,13 +329,19 @@ class RolloutEngine:
     def _observation_text(self, message: dict) -> str:
         """The text that follows an assistant turn's content up to the next assistant turn, as the chat template
         writes it: the end of the assistant turn, the observation message, and the start of the next turn."""
-        conversation = [{"role": "user", "content": "."}, {"role": "assistant", "content": _SENTINEL}, message]
         if self.is_multimodal:
-            conversation = prepare_multimodal_messages(conversation)
+            conversation = [
+                {"role": "user", "content": [{"type": "text", "text": "."}]},
+                {"role": "assistant", "content": [{"type": "text", "text": _SENTINEL}]},
+                message,
+            ]
         else:  # text-only chat templates take string contents (and a text-only model is shown no images)
-            conversation[-1] = {**message, "content": "".join(
-                part.get("text", "") for part in message["content"]) if isinstance(message["content"], list)
-                else message["content"]}
+            text = "".join(part.get("text", "") for part in message["content"])
+            conversation = [
+                {"role": "user", "content": "."},
+                {"role": "assistant", "content": _SENTINEL},
+                {**message, "content": text},
+            ]
         rendered = self.processing_class.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
         return rendered[rendered.index(_SENTINEL) + len(_SENTINEL):]
 
