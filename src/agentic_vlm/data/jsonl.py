@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow as pa
 from datasets import Dataset, Image, Sequence
 
 
@@ -53,6 +54,12 @@ def load_jsonl_dataset(path: str | Path) -> Dataset:
             rows.append({"prompt": [{"role": "user", "content": question}], "images": resolved, **row})
     if not rows:
         raise DatasetFormatError(f"{path}: no rows")
-    dataset = Dataset.from_list(rows)
+    if any(isinstance(row["answer"], list) for row in rows):  # one column type: lists of acceptable answers
+        for row in rows:
+            row["answer"] = row["answer"] if isinstance(row["answer"], list) else [row["answer"]]
+    try:
+        dataset = Dataset.from_list(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        raise DatasetFormatError(f"{path}: a field has different types in different rows ({error})") from None
     # Decoded lazily, row by row, when the trainer reads them.
     return dataset.cast_column("images", Sequence(Image()))

@@ -201,15 +201,15 @@ class RolloutEngine:
         """Roll out one trajectory per prompt (conversational messages; images as content parts)."""
         rows = rows if rows is not None else [{} for _ in prompts]
         trajectories = [self._start(prompt, row) for prompt, row in zip(prompts, rows, strict=True)]
+        # Rows that only pad a generation call to the size all ranks agreed on; their output is dropped.
+        filler = trajectories[0].request()
         self.tool_wall_seconds = []
         for turn_index in range(self.max_turns):
             active = [t for t in trajectories if not t.done]
             batch_size = self.sync_batch_size(len(active))
             if batch_size == 0:
                 break
-            requests = [t.request() for t in active]
-            filler = requests[0] if requests else trajectories[0].request()
-            requests += [filler] * (batch_size - len(active))
+            requests = [t.request() for t in active] + [filler] * (batch_size - len(active))
             budget = max((self.max_completion_length - len(t.completion_ids) for t in active), default=1)
             new_ids, new_logprobs = self.generate(requests, budget)
 

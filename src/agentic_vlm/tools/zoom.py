@@ -9,6 +9,7 @@ from PIL import Image
 from .base import Observation, Tool, ToolContext
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_BRACKETS = re.compile(r"\[([^\[\]]*)\]")
 
 
 def parse_box(text: str) -> tuple[float, float, float, float]:
@@ -16,7 +17,8 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
 
     Raises ``ValueError`` with a message meant for the model when ``text`` does not hold exactly four numbers.
     """
-    numbers = [float(n) for n in _NUMBER.findall(text)]
+    bracketed = _BRACKETS.search(text)  # inside brackets if any, so that a key like "bbox_2d" is not read as a number
+    numbers = [float(n) for n in _NUMBER.findall(bracketed.group(1) if bracketed else text)]
     if len(numbers) != 4:
         raise ValueError(f"expected a box as four numbers [x1, y1, x2, y2], got {text.strip()[:80]!r}")
     x1, y1, x2, y2 = numbers
@@ -48,8 +50,8 @@ class ZoomTool(Tool):
         except ValueError as error:
             return Observation.failure(f"zoom: {error}.")
         width, height = image.size
-        left, right = sorted((max(0.0, min(x1, x2)), min(float(width), max(x1, x2))))
-        top, bottom = sorted((max(0.0, min(y1, y2)), min(float(height), max(y1, y2))))
+        left, right = (min(max(x, 0.0), width) for x in sorted((x1, x2)))
+        top, bottom = (min(max(y, 0.0), height) for y in sorted((y1, y2)))
         if right - left < 1 or bottom - top < 1:
             return Observation.failure(
                 f"zoom: the box [{x1:g}, {y1:g}, {x2:g}, {y2:g}] has no area inside the {width}x{height} image."

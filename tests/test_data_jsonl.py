@@ -1,0 +1,58 @@
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from agentic_vlm.data import DatasetFormatError, load_jsonl_dataset
+
+
+def write(path, rows):
+    path.write_text("\n".join(row if isinstance(row, str) else json.dumps(row) for row in rows) + "\n")
+    return path
+
+
+def test_loads_prompts_images_and_extra_columns(tmp_path):
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "a.png")
+    path = write(tmp_path / "t.jsonl", [
+        {"question": "What?", "answer": "x", "images": ["a.png"], "box": [1, 2, 3, 4]},
+        {"question": "Which?", "answer": ["y", "z"]},
+    ])
+    dataset = load_jsonl_dataset(path)
+    assert dataset[0]["prompt"] == [{"role": "user", "content": "What?"}]
+    assert dataset[0]["images"][0].getpixel((0, 0)) == (1, 2, 3)
+    assert dataset[0]["box"] == [1, 2, 3, 4]
+    assert dataset[1]["images"] == []
+    assert dataset[0]["answer"] == ["x"] and dataset[1]["answer"] == ["y", "z"]  # one type: lists
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("{not json", "line 2: not valid JSON"),
+        ({"answer": "x"}, "line 2: field 'question' must be a non-empty string"),
+        ({"question": "q", "answer": 3}, "line 2: field 'answer' must be a string or a list of strings"),
+        ({"question": "q", "answer": "a", "images": "a.png"}, "line 2: field 'images' must be a list of paths"),
+        ({"question": "q", "answer": "a", "images": ["missing.png"]}, "line 2: field 'images': file"),
+    ],
+)
+def test_errors_name_file_line_and_field(tmp_path, row, message):
+    path = write(tmp_path / "bad.jsonl", [{"question": "fine", "answer": "a"}, row])
+    with pytest.raises(DatasetFormatError) as error:
+        load_jsonl_dataset(path)
+    assert str(path) in str(error.value) and message in str(error.value)
+
+
+def test_shipped_zoom_task_loads():
+    dataset = load_jsonl_dataset(Path(__file__).parents[1] / "data" / "zoom" / "test.jsonl")
+    assert len(dataset) == 64
+    row = dataset[0]
+    assert row["images"][0].size == (224, 224)
+    assert row["answer"] in row["solution"][-1]
+
+
+def test_inconsistent_field_types_are_named(tmp_path):
+    path = write(tmp_path / "mixed.jsonl", [{"question": "a", "answer": "x", "box": [1, 2]},
+                                            {"question": "b", "answer": "y", "box": "left"}])
+    with pytest.raises(DatasetFormatError, match="different types in different rows"):
+        load_jsonl_dataset(path)
