@@ -71,8 +71,8 @@ def test_tool_images_and_masks(processor, zoom_example):
     assert len(trajectory.images) == 2 and trajectory.images[1].size == (56, 56)
     assert trajectory.image_grid_thw.tolist() == [[1, 16, 16], [1, 4, 4]]
     tokenizer = processor.tokenizer
-    model_text = tokenizer.decode([t for t, m in zip(trajectory.completion_ids, trajectory.tool_mask) if m])
-    observation_ids = [t for t, m in zip(trajectory.completion_ids, trajectory.tool_mask) if not m]
+    model_text = tokenizer.decode([t for t, m in zip(trajectory.completion_ids, trajectory.tool_mask, strict=True) if m])
+    observation_ids = [t for t, m in zip(trajectory.completion_ids, trajectory.tool_mask, strict=True) if not m]
     assert model_text == ZOOM + ANSWER + "<|im_end|>"
     assert observation_ids.count(tokenizer.convert_tokens_to_ids("<|image_pad|>")) == 4  # 4x4 patches, 2x2 merge
     observation = tokenizer.decode(observation_ids)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+
 import torch
 from trl import GRPOTrainer
 from trl.models.utils import unwrap_model_for_generation
