@@ -1,0 +1,134 @@
+"""Frames over pipes: how the trainer, a sandbox worker and the process that runs the code talk to each other.
+
+A frame is a JSON header followed by binary blobs (raw image pixels). Images cross the process boundaries as raw
+bytes, with no encoding on either side, and nothing that comes out of the sandbox is ever unpickled: the trainer
+only parses JSON and copies pixels.
+
+Every read and write can take a deadline (a ``time.monotonic()`` value), so that a silent or flooding peer costs
+at most its timeout. Reads never go past the end of the current frame, so frames on one pipe cannot interleave.
+
+This module runs on both sides of the sandbox, so it imports nothing beyond the standard library.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import select
+import struct
+import time
+from collections.abc import Sequence
+
+Buffer = bytes | bytearray | memoryview
+
+# Header length and total blob length, in bytes.
+_PREFIX = struct.Struct("<IQ")
+_CHUNK = 1 << 20
+_F_SETPIPE_SZ = 1031  # Linux only
+
+
+class FrameError(ValueError):
+    """A frame that is malformed or larger than the reader accepts."""
+
+
+def encode_frame(header: dict, blobs: Sequence[Buffer] = ()) -> list[Buffer]:
+    """The parts of one frame, in order (kept separate so that large blobs are never copied into one buffer)."""
+    head = json.dumps({**header, "blobs": [len(blob) for blob in blobs]}).encode()
+    return [_PREFIX.pack(len(head), sum(len(blob) for blob in blobs)), head, *blobs]
+
+
+class FrameReader:
+    """Assembles one frame, read straight from a pipe into its buffer; refuses frames larger than ``max_bytes``."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._buffer = bytearray(_PREFIX.size)
+        self._filled = 0
+        self._sized = False
+
+    @property
+    def missing(self) -> int:
+        """How many more bytes the frame needs (0 when it is complete)."""
+        return len(self._buffer) - self._filled
+
+    def read_from(self, fd: int) -> int:
+        """Read what ``fd`` has, up to the end of the frame; returns the number of bytes read (0 at end of file).
+
+        The bytes land in place (no chunk objects), which matters for images of megabytes."""
+        count = os.readv(fd, [memoryview(self._buffer)[self._filled : self._filled + _CHUNK]])
+        self._filled += count
+        if not self._sized and self._filled == _PREFIX.size:
+            head_size, blobs_size = _PREFIX.unpack_from(self._buffer)
+            size = _PREFIX.size + head_size + blobs_size
+            if size > self.max_bytes:
+                raise FrameError(f"frame of {size} bytes exceeds the limit of {self.max_bytes} bytes")
+            prefix, self._buffer = self._buffer, bytearray(size)
+            self._buffer[: _PREFIX.size] = prefix
+            self._sized = True
+        return count
+
+    def frame(self) -> tuple[dict, list[memoryview]]:
+        """The header and blobs of the complete frame (blobs are views into the frame's buffer)."""
+        if not self._sized or self.missing:
+            raise FrameError("frame is incomplete")
+        head_size, blobs_size = _PREFIX.unpack_from(self._buffer)
+        end = _PREFIX.size + head_size
+        try:
+            header = json.loads(self._buffer[_PREFIX.size : end])
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise FrameError(f"frame header is not JSON: {error}") from None
+        sizes = header.get("blobs") if isinstance(header, dict) else None
+        if not (
+            isinstance(sizes, list) and all(type(n) is int and n >= 0 for n in sizes) and sum(sizes) == blobs_size
+        ):
+            raise FrameError("frame header does not describe its blobs")
+        view = memoryview(self._buffer)
+        blobs = []
+        for size in sizes:
+            blobs.append(view[end : end + size])
+            end += size
+        return header, blobs
+
+
+def read_frame(fd: int, deadline: float | None = None, max_bytes: int = 1 << 34) -> tuple[dict, list[memoryview]]:
+    """Read one frame from ``fd``. Raises ``EOFError`` if the peer closes, ``TimeoutError`` past ``deadline``."""
+    reader = FrameReader(max_bytes)
+    while reader.missing:
+        wait_until_ready(fd, select.POLLIN, deadline)
+        if not reader.read_from(fd):
+            raise EOFError("the other end closed the pipe")
+    return reader.frame()
+
+
+def write_frame(fd: int, header: dict, blobs: Sequence[Buffer] = (), deadline: float | None = None) -> None:
+    """Write one frame to ``fd``; with a deadline, ``fd`` must be non-blocking so a full pipe cannot stall us."""
+    for part in encode_frame(header, blobs):
+        view = memoryview(part)
+        while view:
+            if deadline is not None:
+                wait_until_ready(fd, select.POLLOUT, deadline)
+            view = view[os.write(fd, view) :]
+
+
+def wait_until_ready(fd: int, events: int, deadline: float | None) -> None:
+    """Block until ``fd`` is ready for ``events`` (or hung up), raising ``TimeoutError`` at ``deadline``.
+
+    poll, not select: the trainer may hold more than FD_SETSIZE (1024) descriptors.
+    """
+    poller = select.poll()
+    poller.register(fd, events)
+    while True:
+        timeout_ms = None if deadline is None else max(0, round((deadline - time.monotonic()) * 1000))
+        if poller.poll(timeout_ms):
+            return
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError("deadline passed")
+
+
+def widen_pipe(fd: int) -> None:
+    """Give the pipe behind ``fd`` a 1 MiB buffer: an image then crosses in a couple of wake-ups, not dozens."""
+    try:
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, _CHUNK)
+    except OSError:
+        pass  # not Linux, or past the user's pipe-buffer quota: the default size works, only slower

@@ -1,0 +1,456 @@
+"""Hostile and broken programs against the real code sandbox.
+
+Every program must end within its timeout plus a second, with a clear error where it failed, without leaking
+what it tried to reach, and leave the pool working: :func:`run` checks the time and then runs a healthy program
+on the same worker. Skipped on hosts that cannot isolate code (containers without namespaces): there the
+sandbox refuses to start, which :func:`test_refuses_to_run_unisolated_unless_allowed` checks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from agentic_vlm.tools.code import ExecutionResult, Sandbox, SandboxConfig, SandboxUnavailableError
+
+TIMEOUT_S = 2.0
+SECRET_NAME = "AGENTIC_VLM_TEST_SECRET"
+SECRET = "s3cret-5f2c9e71-do-not-leak"
+CONFIG = SandboxConfig(
+    workers=2,
+    timeout_s=TIMEOUT_S,
+    memory_mb=256,
+    max_processes=16,
+    file_size_mb=8,
+    work_dir_mb=32,
+    max_output_bytes=2000,
+    max_images=3,
+    max_image_pixels=256 * 256,
+    # No persistent sessions here: a small allowance for them keeps the process limit (and a fork bomb) small.
+    max_sessions=4,
+)
+REPOSITORY_FILE = Path(__file__).resolve().parents[1] / "pyproject.toml"
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    # The secret is in the trainer's environment when the workers start: the sandbox must not pass it on.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(SECRET_NAME, SECRET)
+        try:
+            box = Sandbox(CONFIG)
+        except SandboxUnavailableError as error:
+            pytest.skip(f"this host cannot isolate code: {error}")
+        yield box
+        box.close()
+
+
+@pytest.fixture
+def secret_file(tmp_path):
+    path = tmp_path / "secret.txt"
+    path.write_text(SECRET)
+    return path
+
+
+def run(sandbox: Sandbox, code: str) -> ExecutionResult:
+    """Run hostile ``code``; check it ended in time and that the pool still runs code correctly afterwards."""
+    started = time.monotonic()
+    result = sandbox.run(code)
+    elapsed = time.monotonic() - started
+    assert elapsed < TIMEOUT_S + 1, f"took {elapsed:.2f} s"
+    healthy = sandbox.run("print(6 * 7)")
+    assert (healthy.error, healthy.stdout) == (None, "42\n")
+    return result
+
+
+def everything(result: ExecutionResult) -> str:
+    return "\n".join([result.stdout, result.error or "", *result.notes])
+
+
+def host_processes_with(marker: str) -> list[int]:
+    """Host processes whose command line contains ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(entry.name))
+        except OSError:
+            pass
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    children = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            children += [int(child) for child in (task / "children").read_text().split()]
+    except OSError:  # it ended while we looked
+        pass
+    return children + [grandchild for child in children for grandchild in descendants(child)]
+
+
+def assert_bomb_is_cleared(sandbox: Sandbox) -> None:
+    """Within two seconds of the call, each worker's process tree is back to the worker and its spare session."""
+    launchers = [worker._process.pid for worker in sandbox._workers]
+    deadline = time.monotonic() + 2
+    while any(len(descendants(pid)) > 2 for pid in launchers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [len(descendants(pid)) for pid in launchers] == [2] * len(launchers)
+
+
+# --- the network -------------------------------------------------------------------------------------------
+
+
+def test_cannot_connect_to_a_server_on_the_host_loopback(sandbox):
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        result = run(sandbox, f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)")
+        server.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            server.accept()
+    assert "Network is unreachable" in result.error
+
+
+def test_has_no_network_interface_but_a_dead_loopback(sandbox):
+    code = (
+        "import socket\n"
+        "print(socket.if_nameindex())\n"
+        "socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('127.0.0.1', 53))\n"
+    )
+    result = run(sandbox, code)
+    assert result.stdout == "[(1, 'lo')]\n"
+    assert "Network is unreachable" in result.error
+
+
+# --- the trainer's secrets, files and processes ---------------------------------------------------------------
+
+
+def test_environment_holds_none_of_the_trainers_variables(sandbox):
+    code = (
+        "import os, subprocess, sys\n"
+        f"print(sorted(os.environ), os.environ.get({SECRET_NAME!r}))\n"
+        "print(subprocess.run([sys.executable, '-c', 'import os; print(dict(os.environ))'],"
+        " capture_output=True, text=True).stdout)\n"
+    )
+    result = run(sandbox, code)
+    assert result.error is None
+    assert SECRET not in everything(result) and SECRET_NAME not in result.stdout
+    assert "None" in result.stdout  # the variable is absent, not hidden
+
+
+def test_cannot_read_host_files(sandbox, secret_file):
+    paths = [str(secret_file), "/etc/passwd", "/etc/shadow", "/root/.bashrc", str(REPOSITORY_FILE), "/sys/kernel"]
+    code = (
+        "import os\n"
+        f"for path in {paths!r}:\n"
+        "    try:\n"
+        "        print(path, 'READ', open(path).read()[:100])\n"
+        "    except OSError as error:\n"
+        "        print(path, 'refused', type(error).__name__)\n"
+    )
+    result = run(sandbox, code)
+    assert result.error is None
+    assert result.stdout.count("refused") == len(paths) and "READ" not in result.stdout
+    assert SECRET not in result.stdout
+
+
+def test_cannot_read_the_hosts_proc(sandbox):
+    code = (
+        "import os\n"
+        f"for path in ['/proc/self/environ', '/proc/1/cmdline', '/proc/{os.getpid()}/environ']:\n"
+        "    print(os.path.exists(path))\n"
+        "os.listdir('/proc')\n"
+    )
+    result = run(sandbox, code)
+    assert result.stdout == "False\nFalse\nFalse\n"
+    assert "FileNotFoundError" in result.error and SECRET not in everything(result)
+
+
+def test_cannot_write_outside_its_directory(sandbox, tmp_path):
+    host_target = tmp_path / "escape.txt"
+    targets = [str(host_target), "/usr/escape.txt", "../escape.txt", "/escape.txt", "/dev/escape.txt"]
+    code = (
+        f"for path in {targets!r}:\n"
+        "    try:\n"
+        "        open(path, 'w').write('escaped')\n"
+        "        print(path, 'WRITTEN')\n"
+        "    except OSError as error:\n"
+        "        print(path, 'refused', error.strerror)\n"
+    )
+    result = run(sandbox, code)
+    assert result.stdout.count("refused") == len(targets) and "WRITTEN" not in result.stdout
+    assert not host_target.exists() and not Path("/usr/escape.txt").exists()
+
+
+def test_a_symlink_to_a_host_file_leads_nowhere(sandbox, secret_file):
+    result = run(sandbox, f"import os\nos.symlink({str(secret_file)!r}, 'link')\nprint(open('link').read())")
+    assert "FileNotFoundError" in result.error and SECRET not in everything(result)
+
+
+def test_cannot_gain_privileges_or_remount(sandbox):
+    code = (
+        "import ctypes, os\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "MS_REMOUNT, MS_BIND = 0x20, 0x1000\n"
+        "print('remount', libc.mount(None, b'/usr', None, MS_REMOUNT | MS_BIND, None), ctypes.get_errno())\n"
+        "print('ptrace', libc.ptrace(16, 1, 0, 0))\n"  # PTRACE_ATTACH
+        "os.setuid(0)\n"
+    )
+    result = run(sandbox, code)
+    assert "remount -1 1\n" in result.stdout  # EPERM
+    assert "ptrace -1" in result.stdout
+    assert "PermissionError" in result.error
+
+
+def test_killing_its_parent_does_not_reach_the_pool(sandbox):
+    result = run(sandbox, "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.killpg(0, signal.SIGKILL)")
+    assert result.error is None or "killed" in result.error
+
+
+def test_killing_every_process_it_may_does_not_reach_the_pool(sandbox):
+    result = run(sandbox, "import os, signal\nos.kill(-1, signal.SIGKILL)")
+    assert result.error is None or "ProcessLookupError" in result.error or "killed" in result.error
+
+
+def test_detached_processes_die_with_the_call(sandbox):
+    code = (
+        "import os, subprocess\n"
+        "subprocess.Popen(['sleep', '987.651'], start_new_session=True)\n"
+        "if os.fork() == 0:\n"  # a classic daemon: fork, new session, fork again
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        "        os.execv('/bin/sleep', ['sleep', '987.652'])\n"
+        "    os._exit(0)\n"
+        "print('spawned')\n"
+    )
+    assert run(sandbox, code).stdout == "spawned\n"
+    deadline = time.monotonic() + 2
+    while host_processes_with("987.65") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert host_processes_with("987.65") == []
+
+
+def test_fork_bomb_is_contained(sandbox):
+    result = run(sandbox, "import os\nwhile True:\n    os.fork()")
+    assert "Resource temporarily unavailable" in result.error
+    assert_bomb_is_cleared(sandbox)
+
+
+def test_thread_bomb_is_contained(sandbox):
+    code = "import threading, time\nfor _ in range(1000):\n    threading.Thread(target=time.sleep, args=(60,)).start()"
+    assert "can't start new thread" in run(sandbox, code).error
+    assert_bomb_is_cleared(sandbox)
+
+
+def test_subprocesses_are_confined_too(sandbox):
+    code = "import subprocess\nprint(subprocess.run(['cat', '/etc/hostname'], capture_output=True, text=True).stderr)"
+    result = run(sandbox, code)
+    assert "No such file or directory" in result.stdout
+
+
+# --- time, memory, disk, output --------------------------------------------------------------------------------
+
+
+def test_infinite_loop_is_stopped_at_the_timeout(sandbox):
+    started = time.monotonic()
+    result = run(sandbox, "while True:\n    pass")
+    assert time.monotonic() - started >= TIMEOUT_S
+    assert "time limit of 2 s" in result.error
+
+
+def test_sleeping_past_the_timeout_is_stopped(sandbox):
+    assert "time limit" in run(sandbox, "import time\ntime.sleep(60)").error
+
+
+def test_ignoring_signals_does_not_escape_the_timeout(sandbox):
+    code = (
+        "import signal\n"
+        "for number in (signal.SIGTERM, signal.SIGINT, signal.SIGXCPU, signal.SIGHUP):\n"
+        "    signal.signal(number, signal.SIG_IGN)\n"
+        "while True:\n"
+        "    pass\n"
+    )
+    assert "time limit" in run(sandbox, code).error
+
+
+def test_memory_bomb_is_a_memory_error(sandbox):
+    assert run(sandbox, "blob = bytearray(10**10)").error.endswith("MemoryError")
+
+
+def test_growing_memory_is_a_memory_error(sandbox):
+    assert run(sandbox, "chunks = []\nwhile True:\n    chunks.append(bytearray(10**7))").error.endswith("MemoryError")
+
+
+def test_numpy_allocation_past_the_limit_is_a_memory_error(sandbox):
+    assert "Unable to allocate" in run(sandbox, "import numpy as np\nnp.ones((20000, 20000))").error
+
+
+def test_huge_stdout_is_truncated(sandbox):
+    result = run(sandbox, "print('x' * 10**7)")
+    assert result.error is None
+    assert len(result.stdout.encode()) <= CONFIG.max_output_bytes
+    assert any("output truncated" in note for note in result.notes)
+
+
+def test_endless_printing_is_truncated_and_stopped(sandbox):
+    result = run(sandbox, "while True:\n    print('spam')")
+    assert result.stdout.startswith("spam\n") and len(result.stdout.encode()) <= CONFIG.max_output_bytes
+    assert "time limit" in result.error and any("output truncated" in note for note in result.notes)
+
+
+def test_file_past_the_size_limit_fails(sandbox):
+    assert "File too large" in run(sandbox, "open('big', 'wb').write(b'x' * 20 * 2**20)").error
+
+
+def test_filling_the_work_directory_fails(sandbox):
+    code = "for i in range(10):\n    open(f'chunk{i}', 'wb').write(b'x' * 7 * 2**20)"
+    assert "No space left on device" in run(sandbox, code).error
+
+
+# --- broken programs ---------------------------------------------------------------------------------------------
+
+
+def test_syntax_error_names_the_line(sandbox):
+    error = run(sandbox, "x = 1\ndef f(:\n    pass").error
+    assert "SyntaxError" in error and "line 2" in error
+
+
+def test_deep_recursion_is_an_error(sandbox):
+    assert "RecursionError" in run(sandbox, "def f(n):\n    return f(n + 1)\nf(0)").error
+
+
+def test_segfault_through_ctypes_is_reported(sandbox):
+    assert "SIGSEGV" in run(sandbox, "import ctypes\nctypes.string_at(0)").error
+
+
+def test_exits_are_reported(sandbox):
+    assert "sys.exit(3)" in run(sandbox, "import sys\nsys.exit(3)").error
+    assert "exited with status 0" in run(sandbox, "import os\nos._exit(0)").error
+
+
+def test_closed_stdout_is_an_error_not_a_hang(sandbox):
+    assert "closed file" in run(sandbox, "import sys\nsys.stdout.close()\nprint('lost')").error
+    assert "Bad file descriptor" in run(sandbox, "import os\nos.close(1)\nos.close(2)\nprint('lost')").error
+
+
+def test_huge_exception_message_is_cut(sandbox):
+    result = run(sandbox, "raise ValueError('x' * 10**8)")
+    assert len(result.error) <= CONFIG.max_output_bytes
+
+
+def test_garbage_written_to_inherited_descriptors_is_contained(sandbox):
+    code = "import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'\\xff' * 64)\n    except OSError:\n        pass"
+    result = run(sandbox, code)
+    assert result.error is None or "could not be returned" in result.error
+
+
+def test_tampering_with_the_runner_ends_at_the_timeout(sandbox):
+    assert "time limit" in run(sandbox, "import runner\nrunner.write_frame = lambda *args, **kwargs: None").error
+
+
+# --- images that are too many, too large, or not images ----------------------------------------------------------
+
+
+def test_huge_image_is_downscaled_with_a_note(sandbox):
+    result = run(sandbox, "from PIL import Image\ndisplay(Image.new('RGB', (4000, 3000)))")
+    (image,) = result.images
+    assert image.width * image.height <= CONFIG.max_image_pixels
+    assert abs(image.width / image.height - 4 / 3) < 0.02
+    assert any("4000x3000" in note for note in result.notes)
+
+
+def test_too_many_images_are_capped_with_a_note(sandbox):
+    result = run(
+        sandbox, "from PIL import Image\nfor i in range(50):\n    Image.new('RGB', (8, 8)).save(f'{i:02}.png')"
+    )
+    assert len(result.images) == CONFIG.max_images
+    assert any("50 images" in note for note in result.notes)
+
+
+def test_corrupt_image_file_is_an_error(sandbox):
+    result = run(sandbox, "open('path_to_output_image.jpg', 'wb').write(b'definitely not a jpeg')")
+    assert "path_to_output_image.jpg" in result.error and "cannot be read" in result.error
+    assert result.images == []
+
+
+def test_truncated_image_file_is_an_error(sandbox):
+    code = (
+        "import io\nfrom PIL import Image\n"
+        "buffer = io.BytesIO()\nImage.new('RGB', (64, 64), 'red').save(buffer, 'PNG')\n"
+        "open('cut.png', 'wb').write(buffer.getvalue()[:60])\n"
+    )
+    assert "cut.png" in run(sandbox, code).error
+
+
+def test_decompression_bomb_file_is_refused(sandbox):
+    # A valid PNG that claims 30000x30000 pixels, with almost no data behind it.
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0))
+    png += chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+    result = run(sandbox, f"open('bomb.png', 'wb').write({png!r})")
+    assert "bomb.png" in result.error and "decompression bomb" in result.error and result.images == []
+
+
+# --- the pool itself ------------------------------------------------------------------------------------------------
+
+
+def test_a_crashed_worker_is_restarted(sandbox):
+    worker = sandbox._workers[0]
+    os.killpg(worker._process.pid, signal.SIGKILL)  # the launcher and the worker: the whole tree crashes
+    worker._process.wait()
+    failed = sandbox.run("print('lost')")
+    assert failed.error is not None and "sandbox failed" in failed.error
+    assert sandbox.run("print('back')").stdout == "back\n"
+
+
+_UNISOLATED_PROBE = """
+import json, warnings
+from agentic_vlm.tools.code import Sandbox, SandboxConfig, SandboxUnavailableError
+config = SandboxConfig(workers=1, timeout_s=2)
+try:
+    Sandbox(config)
+    refused = None
+except SandboxUnavailableError as error:
+    refused = str(error)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    with Sandbox(SandboxConfig(workers=1, timeout_s=2, allow_unsafe=True)) as sandbox:
+        result = sandbox.run("import os; print(os.getuid())")
+        timeout = sandbox.run("while True: pass")
+        print(json.dumps({"refused": refused, "level": sandbox.isolation.level, "warned": [str(w.message) for w in caught],
+                          "stdout": result.stdout, "timeout": timeout.error}))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+def test_refuses_to_run_unisolated_unless_allowed():
+    # Without CAP_SYS_ADMIN, root can create no namespace: Docker's default for root in a container.
+    command = [
+        "setpriv",
+        "--bounding-set=-sys_admin",
+        "--inh-caps=-sys_admin",
+        sys.executable,
+        "-c",
+        _UNISOLATED_PROBE,
+    ]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(completed.stdout.splitlines()[-1])
+    assert "cannot isolate" in report["refused"] and "allow_unsafe=True" in report["refused"]
+    assert report["level"] == "none"
+    assert any("UNSAFELY" in message and "the network" in message for message in report["warned"])
+    assert report["stdout"] == "65534\n"  # still not root
+    assert "time limit" in report["timeout"]
