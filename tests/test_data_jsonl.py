@@ -31,9 +31,9 @@ def test_loads_prompts_images_and_extra_columns(tmp_path):
     [
         ("{not json", "line 2: not valid JSON"),
         ({"answer": "x"}, "line 2: field 'question' must be a non-empty string"),
-        ({"question": "q", "answer": 3}, "line 2: field 'answer' must be a string or a list of strings"),
+        ({"question": "q", "answer": {"a": 1}}, "line 2: field 'answer' must be a string or a non-empty list"),
         ({"question": "q", "answer": "a", "images": "a.png"}, "line 2: field 'images' must be a list of paths"),
-        ({"question": "q", "answer": "a", "images": ["missing.png"]}, "line 2: field 'images': file"),
+        ({"question": "q", "answer": "a", "images": ["missing.png"]}, "line 2: field 'images': image missing.png is not in"),
     ],
 )
 def test_errors_name_file_line_and_field(tmp_path, row, message):

@@ -1,18 +1,52 @@
-"""Roll out a model over a dataset with the same engine as training, and score the trajectories."""
+"""Roll out a model over a dataset with the same engine as training, and score the trajectories.
+
+:func:`evaluate` writes one JSON line per item (the whole trajectory, the images its tools returned saved next to
+the file, the prediction and each metric's score) and a summary of the metrics. It resumes: items whose id is
+already in the output file are skipped, the others are appended, and the summary covers every line.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import inspect
-from collections.abc import Iterator
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from ..protocols.base import Protocol
+from ..rewards.judge import question_text
+from ..rewards.trajectory import final_answer
 from ..rollout import RolloutEngine, SamplingSettings, Trajectory, TransformersTurnGenerator
+from ..rollout.engine import GenerateFn
 from ..tools.base import Tool
 from ..warmstart import prompt_messages
+from .benchmarks import Benchmark
+from .metrics import check_metric_names, score_item, summarize
+
+logger = logging.getLogger(__name__)
+_UNSAFE_IN_FILE_NAMES = re.compile(r"[^\w.-]")
+
+
+def load_for_inference(model_path: str, *, dtype: str = "auto", device: str | None = None,
+                       min_pixels: int | None = None, max_pixels: int | None = None):
+    """The model (on ``device``: cuda when available by default) and its processor, for rollouts."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    image_kwargs = {key: value for key, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels))
+                    if value is not None}
+    processor = AutoProcessor.from_pretrained(model_path, **image_kwargs)
+    model = AutoModelForImageTextToText.from_pretrained(
+        model_path, dtype=dtype if dtype == "auto" else getattr(torch, dtype)
+    )
+    return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")), processor
 
 
 def rollout_dataset(
@@ -27,17 +61,26 @@ def rollout_dataset(
     max_completion_length: int = 1024,
     sampling: SamplingSettings | None = None,
     tool_timeout: float = 60.0,
+    system_prompt: str | None = None,
+    generate: GenerateFn | None = None,
     progress: bool = True,
 ) -> Iterator[tuple[list[dict], list[Trajectory]]]:
-    """Yield ``(rows, trajectories)`` batch by batch; greedy decoding unless ``sampling`` says otherwise."""
-    generator = TransformersTurnGenerator(
-        processing_class, model.config, protocol.stop_strings(tools), sampling or SamplingSettings(do_sample=False)
-    )
+    """Yield ``(rows, trajectories)`` batch by batch; greedy decoding unless ``sampling`` says otherwise.
+
+    ``generate`` replaces the model's generation (``model`` may then be ``None``): a
+    :class:`~agentic_vlm.rollout.ScriptedTurnGenerator` that replays reference solutions, for instance.
+    """
+    if generate is None:
+        generator = TransformersTurnGenerator(
+            processing_class, model.config, protocol.stop_strings(tools), sampling or SamplingSettings(do_sample=False)
+        )
+        generate = functools.partial(generator.generate, model)
+        model.eval()
     engine = RolloutEngine(
-        processing_class, protocol, tools, functools.partial(generator.generate, model),
+        processing_class, protocol, tools, generate,
         max_turns=max_turns, max_completion_length=max_completion_length, tool_timeout=tool_timeout,
+        system_prompt=system_prompt,
     )
-    model.eval()
     try:
         with tqdm(total=len(dataset), desc="rollouts", disable=not progress) as bar:
             for start in range(0, len(dataset), batch_size):
@@ -48,19 +91,160 @@ def rollout_dataset(
         engine.close()
 
 
-def mean_rewards(rollouts, reward_funcs) -> dict[str, float]:
-    """Mean of each reward function over all rollouts (rows where a reward returns ``None`` are left out)."""
-    totals = {func.__name__: [0.0, 0] for func in reward_funcs}
-    for rows, trajectories in rollouts:
-        completions = [t.completion_messages() for t in trajectories]
-        columns = {key: [row[key] for row in rows] for key in rows[0] if key != "prompt"}
-        prompts = [row["prompt"] for row in rows]
-        for func in reward_funcs:
-            values = func(prompts=prompts, completions=completions, **columns)
-            if inspect.isawaitable(values):  # async rewards (the judge)
-                values = asyncio.run(values)
-            for value in values:
-                if value is not None:
-                    totals[func.__name__][0] += value
-                    totals[func.__name__][1] += 1
-    return {name: total / count if count else float("nan") for name, (total, count) in totals.items()}
+def reward_table(reward_funcs: Sequence, rows: list[dict], trajectories: list[Trajectory]) -> list[dict]:
+    """Each reward function's value for each trajectory, called as TRL calls it (``None``: does not apply)."""
+    completions = [t.completion_messages() for t in trajectories]
+    columns = {key: [row[key] for row in rows] for key in rows[0] if key != "prompt"}
+    prompts = [row["prompt"] for row in rows]
+    table = [{} for _ in rows]
+    for func in reward_funcs:
+        values = func(prompts=prompts, completions=completions, **columns)
+        if inspect.isawaitable(values):  # async rewards (the judge)
+            # On an event loop of its own thread: this thread may be running one already (in a notebook).
+            with ThreadPoolExecutor(max_workers=1) as thread:
+                values = thread.submit(asyncio.run, values).result()
+        for entry, value in zip(table, values, strict=True):
+            entry[func.__name__] = value
+    return table
+
+
+def summary_path(output: str | Path) -> Path:
+    """Where :func:`evaluate` writes the summary of ``RUN.jsonl``: ``RUN.summary.json``."""
+    return Path(output).with_suffix(".summary.json")
+
+
+def read_run(path: str | Path) -> list[dict]:
+    """The records of an evaluation output file (none if it does not exist). A last line without its newline is one
+    an interrupted run was writing: it is not a record (see :func:`cut_incomplete_line`)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    text = path.read_text(encoding="utf-8")
+    complete = text[: text.rfind("\n") + 1]
+    records = []
+    for number, line in enumerate(complete.splitlines(), start=1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}, line {number}: not a JSON record ({error.msg})") from None
+    return records
+
+
+def cut_incomplete_line(path: Path) -> None:
+    """Remove the unfinished last line an interrupted run left, so that appending starts on a line of its own."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        logger.warning("%s: dropping an incomplete last line (the run was interrupted); that item runs again", path)
+        with open(path, "r+b") as file:
+            file.truncate(data.rfind(b"\n") + 1)
+
+
+def item_ids(dataset) -> list[str]:
+    """The ``id`` column as strings (row numbers when there is none); ids must be unique to resume a run."""
+    ids = [str(value) for value in dataset["id"]] if "id" in dataset.column_names else [
+        str(index) for index in range(len(dataset))
+    ]
+    seen = set()
+    for item_id in ids:
+        if item_id in seen:
+            raise ValueError(f"the dataset has the id {item_id!r} twice; evaluation needs unique ids to resume")
+        seen.add(item_id)
+    return ids
+
+
+def evaluate(
+    model,
+    processing_class,
+    protocol: Protocol,
+    tools: list[Tool],
+    benchmark: Benchmark,
+    output: str | Path,
+    *,
+    metrics: Sequence[str] | None = None,
+    reward_funcs: Sequence = (),
+    run_info: dict | None = None,
+    **rollout_options,
+) -> dict:
+    """Evaluate on ``benchmark``, appending to the JSONL file ``output``; returns the summary, also written to
+    :func:`summary_path`.
+
+    ``metrics`` default to the benchmark's; the first decides whether an item is ``correct`` (a score of 1).
+    ``reward_funcs`` (TRL reward functions, async ones included) are recorded per item too. ``run_info`` (the model,
+    the settings) goes into the summary. Other options are :func:`rollout_dataset`'s.
+    """
+    metrics = tuple(metrics or benchmark.metrics)
+    check_metric_names(metrics)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    images_dir = output.parent / f"{output.stem}-images"
+    dataset = benchmark.dataset
+    ids = item_ids(dataset)
+    cut_incomplete_line(output)
+    done = {record["id"] for record in read_run(output)}
+    strangers = done - set(ids)
+    if strangers:
+        raise ValueError(f"{output} holds items that are not in {benchmark.name} (such as {sorted(strangers)[0]!r}); "
+                         "write this run to another --output")
+    pending = [index for index, item_id in enumerate(ids) if item_id not in done]
+    if done:
+        logger.info("%s: %d items already evaluated, %d to go", output, len(done), len(pending))
+    pending_ids = iter([ids[index] for index in pending])
+    with open(output, "a") as file:
+        for rows, trajectories in rollout_dataset(model, processing_class, protocol, tools, dataset.select(pending),
+                                                  **rollout_options):
+            rewards = reward_table(reward_funcs, rows, trajectories)
+            for row, trajectory, row_rewards in zip(rows, trajectories, rewards, strict=True):
+                record = item_record(next(pending_ids), row, trajectory, row_rewards, protocol, metrics,
+                                     benchmark.group_by, images_dir, output.parent)
+                file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            file.flush()
+
+    summary = {"dataset": benchmark.name, "format": benchmark.format, "output": str(output),
+               "metrics": list(metrics), **(run_info or {}), **summarize(read_run(output), metrics, benchmark.group_by)}
+    summary_path(output).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def item_record(item_id: str, row: dict, trajectory: Trajectory, rewards: dict, protocol: Protocol,
+                metrics: Sequence[str], group_by: Sequence[str], images_dir: Path, base_dir: Path) -> dict:
+    """One line of the output: the item, the prediction, its scores and rewards, then the trajectory turn by turn.
+
+    Image paths are relative to ``base_dir`` (the output's folder) when the images were saved there, so that a run
+    can be moved with its images; the dataset's own images keep their absolute paths.
+    """
+    prediction = final_answer(trajectory.completion_messages(), protocol)
+    scores = score_item(prediction, row["answer"], metrics)
+    trajectory_record = trajectory.to_record(images_dir=images_dir)
+    trajectory_record["trajectory_id"] = trajectory_record.pop("id")
+    for turn in trajectory_record["turns"]:
+        if "images" in turn:
+            turn["images"] = [os.path.relpath(image, base_dir) for image in turn["images"]]
+    return {
+        "id": item_id,
+        "question": question_text(row["prompt"]),
+        "answer": row["answer"],
+        "prediction": prediction,
+        "correct": scores[metrics[0]] == 1.0,
+        "scores": scores,
+        "rewards": rewards,
+        **{column: row[column] for column in group_by if column in row},
+        "input_images": _input_image_files(row, item_id, images_dir, base_dir),
+        **trajectory_record,
+    }
+
+
+def _input_image_files(row: dict, item_id: str, images_dir: Path, base_dir: Path) -> list[str]:
+    """The files of the row's images: where they were read from, or a copy when they came from bytes."""
+    files = []
+    for index, image in enumerate(row.get("images") or []):
+        source = getattr(image, "filename", "")
+        if source and Path(source).is_file():
+            files.append(str(Path(source).resolve()))
+        else:
+            path = images_dir / f"{_UNSAFE_IN_FILE_NAMES.sub('_', item_id)}-input-{index}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(path)
+            files.append(os.path.relpath(path, base_dir))
+    return files

@@ -278,13 +278,12 @@ class RolloutEngine:
 
     def close(self) -> None:
         """Release the tools (worker pools, HTTP clients) and stop the event loop."""
-        if self._loop is None:
-            return
         from trl.trainer.utils import shutdown_event_loop_in_daemon
 
         async def close_tools():
             await asyncio.gather(*(tool.aclose() for tool in self.tools), return_exceptions=True)
 
+        # Also when no tool was ever called: a tool may hold resources from its construction (a worker pool).
         self._run_on_loop(close_tools())
         shutdown_event_loop_in_daemon(self._loop_thread, self._loop)
         self._loop = self._loop_thread = None

@@ -1,0 +1,139 @@
+"""What to evaluate on: a shipped synthetic task by name, or a file in one of the known formats.
+
+A :class:`DatasetFormat` says how to load a file, how to recognise it, how to score it, and which protocol and tools
+its tasks are written for. ``DATASET_FORMATS`` holds them by name; a new benchmark (ReFOCUS, say) plugs in by adding
+an entry, and its metric by adding one to :data:`agentic_vlm.eval.metrics.ITEM_METRICS`.
+
+A name in ``SHIPPED_TASKS`` (``zoom``, ``search``, ``coding``) is the test split of the task shipped in
+``data/<name>/`` (the task file format), with the protocol, tools, metrics and groups that task is meant for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from datasets import Dataset
+
+from ..data import load_jsonl_dataset
+from ..data.mat import load_mat_coding, load_mat_search, load_mat_training
+from ..data.records import read_records
+from ..data.refocus import load_refocus_parquet
+
+
+@dataclass(frozen=True)
+class DatasetFormat:
+    """One kind of evaluation file.
+
+    Attributes:
+        load: ``load(path, image_root)`` returns the dataset (``image_root`` is where images are, for formats that
+            keep them apart from the file; ``None`` for the format's default).
+        detect: Whether a file is in this format (from its fields).
+        metrics: The metrics the benchmark reports, the first being the one that decides "correct" in the viewer.
+        group_by: Columns whose values the metrics are also reported for.
+        tools: The tools its tasks are meant for (empty: the user must say).
+        protocol: How its tasks' actions and observations are written (a name from ``PROTOCOLS``).
+    """
+
+    load: Callable[[Path, Path | None], Dataset]
+    detect: Callable[[Path], bool]
+    metrics: tuple[str, ...]
+    group_by: tuple[str, ...] = ()
+    tools: tuple[str, ...] = ()
+    protocol: str = "arft"
+
+
+def _first_record_has(*fields: str) -> Callable[[Path], bool]:
+    def detect(path: Path) -> bool:
+        return path.suffix in (".json", ".jsonl") and set(fields) <= set(read_records(path)[0][1])
+
+    return detect
+
+
+def _load_task_file(path: Path, image_root: Path | None) -> Dataset:
+    if image_root is not None:
+        raise ValueError("a task file names its images relative to itself; image_root is for MAT files")
+    return load_jsonl_dataset(path)
+
+
+DATASET_FORMATS: dict[str, DatasetFormat] = {
+    "mat-coding": DatasetFormat(load_mat_coding, _first_record_has("answers", "processed_image_path"),
+                                metrics=("exact_match", "f1_set"), group_by=("split", "type"), tools=("code",)),
+    "mat-search": DatasetFormat(load_mat_search, _first_record_has("question", "answer", "image_path"),
+                                metrics=("exact_match", "f1_set"), group_by=("split",), tools=("search",)),
+    "mat-training": DatasetFormat(load_mat_training, _first_record_has("problem", "solution", "image_path"),
+                                  metrics=("exact_match", "f1_set"), group_by=("type",)),
+    "tasks": DatasetFormat(_load_task_file, _first_record_has("question", "answer"),
+                           metrics=("accuracy", "f1"), group_by=("split", "type")),
+    "refocus": DatasetFormat(lambda path, image_root: load_refocus_parquet(path), lambda path: path.suffix == ".parquet",
+                             metrics=("refocus",), tools=("refocus",), protocol="vtool"),
+}
+
+
+@dataclass(frozen=True)
+class ShippedTask:
+    """A synthetic task shipped in ``data/<name>/``: what to evaluate its test split with."""
+
+    tools: tuple[str, ...]
+    metrics: tuple[str, ...]
+    group_by: tuple[str, ...] = ()
+    tool_kwargs: Callable[[Path], dict] | None = None  # the tools' options, given the data folder
+    protocol: str = "arft"
+
+
+def _offline_search_corpus(data_dir: Path) -> dict:
+    """The shipped search task's questions are answered from its own corpus, by the offline index."""
+    return {"search": {"backend_options": {"corpus_path": str(data_dir / "search" / "corpus.jsonl")}}}
+
+
+SHIPPED_TASKS: dict[str, ShippedTask] = {
+    "zoom": ShippedTask(tools=("zoom",), metrics=("accuracy",)),
+    "search": ShippedTask(tools=("search",), metrics=("exact_match", "f1"), group_by=("kind",),
+                          tool_kwargs=_offline_search_corpus),
+    "coding": ShippedTask(tools=("code",), metrics=("accuracy",), group_by=("split", "type")),
+    "refocus": ShippedTask(tools=("refocus",), metrics=("refocus",), protocol="vtool"),
+}
+
+
+@dataclass
+class Benchmark:
+    """A loaded evaluation set and how to run and score it."""
+
+    name: str
+    format: str
+    dataset: Dataset
+    metrics: tuple[str, ...]
+    group_by: tuple[str, ...]
+    tools: tuple[str, ...]
+    protocol: str
+    tool_kwargs: dict = field(default_factory=dict)
+
+
+def load_benchmark(dataset: str, format: str = "auto", image_root: str | Path | None = None,
+                   data_dir: str | Path = "data") -> Benchmark:
+    """``dataset`` is a name from ``SHIPPED_TASKS`` (its test split under ``data_dir``) or a file; ``format`` is a
+    name from ``DATASET_FORMATS``, or ``auto`` to recognise the file by its fields."""
+    data_dir = Path(data_dir)
+    image_root = Path(image_root) if image_root is not None else None
+    if dataset in SHIPPED_TASKS and not Path(dataset).exists():
+        task = SHIPPED_TASKS[dataset]
+        path = data_dir / dataset / "test.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"the shipped {dataset} task is not at {path}; run from the repository root, "
+                                    f"or generate it with: agentic-vlm make-data {dataset} {data_dir / dataset}")
+        return Benchmark(dataset, "tasks", _load_task_file(path, image_root), task.metrics, task.group_by,
+                         task.tools, task.protocol, task.tool_kwargs(data_dir) if task.tool_kwargs else {})
+    path = Path(dataset)
+    if not path.is_file():
+        raise FileNotFoundError(f"{dataset} is neither a shipped task ({', '.join(SHIPPED_TASKS)}) nor a file")
+    if format == "auto":
+        format = next((name for name, candidate in DATASET_FORMATS.items() if candidate.detect(path)), None)
+        if format is None:
+            raise ValueError(f"cannot tell the format of {path} from its fields; name it: "
+                             f"{', '.join(DATASET_FORMATS)}")
+    elif format not in DATASET_FORMATS:
+        raise ValueError(f"unknown dataset format {format!r}; available: {', '.join(DATASET_FORMATS)}")
+    spec = DATASET_FORMATS[format]
+    return Benchmark(path.stem, format, spec.load(path, image_root), spec.metrics, spec.group_by, spec.tools,
+                     spec.protocol)

@@ -1,0 +1,90 @@
+"""`agentic-vlm eval` end to end: the tiny model's real rollouts on a shipped task, resumed; and the coding task's
+reference solutions replayed through the live code sandbox."""
+
+import json
+from pathlib import Path
+
+import pytest
+from transformers import AutoProcessor
+
+from agentic_vlm.cli import main
+from agentic_vlm.eval import evaluate, load_benchmark, read_run
+from agentic_vlm.protocols import ArftProtocol
+from agentic_vlm.rollout import ScriptedTurnGenerator
+from agentic_vlm.tools import build_tools
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_cli_eval_of_the_tiny_model_writes_trajectories_and_summary_and_resumes(tiny_model_dir, tmp_path, capsys):
+    output = tmp_path / "runs" / "zoom.jsonl"
+    command = ["eval", "--model", tiny_model_dir, "--dataset", "zoom", "--data-dir", str(ROOT / "data"),
+               "--batch-size", "3", "--max-turns", "2", "--max-completion-length", "48", "--output", str(output)]
+    main([*command, "--limit", "3"])
+    first = read_run(output)
+    assert [record["id"] for record in first] == ["zoom-test-00000", "zoom-test-00001", "zoom-test-00002"]
+    for record in first:
+        assert record["answer"] in ("blue", "red", "yellow")
+        assert record["turns"] and record["num_model_tokens"] > 0
+        assert record["stop_reason"] in ("answer", "length", "max_turns")
+        assert set(record["scores"]) == {"accuracy"} and set(record["rewards"]) == {"format"}
+        assert Path(record["input_images"][0]).samefile(ROOT / "data" / "zoom" / "images" / f"{record['id']}.png")
+
+    main([*command, "--limit", "5"])  # the same output: only the two new items run
+    records = read_run(output)
+    assert [record["id"] for record in records][3:] == ["zoom-test-00003", "zoom-test-00004"]
+    assert [record["trajectory_id"] for record in records[:3]] == [record["trajectory_id"] for record in first]
+    summary = json.loads(output.with_suffix(".summary.json").read_text())
+    assert summary["overall"]["count"] == 5
+    assert summary["overall"]["accuracy"] == pytest.approx(sum(record["scores"]["accuracy"] for record in records) / 5)
+    assert (summary["dataset"], summary["model"], summary["tools"]) == ("zoom", tiny_model_dir, ["zoom"])
+    printed = capsys.readouterr().out
+    assert "overall" in printed and "accuracy" in printed and f"agentic-vlm view {output}" in printed
+
+
+def test_coding_reference_solutions_score_full_marks_through_the_live_code_tool(tiny_model_dir, tmp_path):
+    from agentic_vlm.tools.code import SandboxUnavailableError
+
+    try:
+        tools = build_tools(["code"])
+    except SandboxUnavailableError as error:
+        pytest.skip(f"this host cannot isolate code: {error}")
+    benchmark = load_benchmark("coding", data_dir=ROOT / "data")
+    benchmark.dataset = benchmark.dataset.select(range(12))
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    protocol = ArftProtocol()
+    replay = ScriptedTurnGenerator(processor, protocol.stop_strings(tools),
+                                   script=lambda request: request.row["solution"][request.turn])
+    output = tmp_path / "coding.jsonl"
+    summary = evaluate(None, processor, protocol, tools, benchmark, output, generate=replay, batch_size=6,
+                       max_turns=2, max_completion_length=1024, progress=False)
+    assert summary["overall"]["accuracy"] == 1.0
+    assert summary["overall"]["tool_calls"] == 1.0 and summary["overall"]["tool_errors"] == 0.0
+    assert set(summary["by_split"]) == {"simple", "hard"}
+    for record in read_run(output):
+        [restored] = record["turns"][0]["images"]
+        assert (output.parent / restored).is_file()
+
+
+def test_search_reference_solutions_find_their_passages_in_the_shipped_corpus(tiny_model_dir, tmp_path):
+    benchmark = load_benchmark("search", data_dir=ROOT / "data")  # its tools read the shipped corpus
+    benchmark.dataset = benchmark.dataset.select(range(8))
+    tools = build_tools(list(benchmark.tools), benchmark.tool_kwargs)
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    protocol = ArftProtocol()
+    replay = ScriptedTurnGenerator(processor, protocol.stop_strings(tools),
+                                   script=lambda request: request.row["solution"][request.turn])
+    output = tmp_path / "search.jsonl"
+    summary = evaluate(None, processor, protocol, tools, benchmark, output, generate=replay, batch_size=8,
+                       max_turns=3, max_completion_length=2048, progress=False)
+    assert summary["overall"]["exact_match"] == 1.0 and summary["overall"]["tool_errors"] == 0.0
+    assert set(summary["by_kind"]) <= {"flag-currency", "flag-capital", "flag-animal", "flag-independence",
+                                       "logo-founder", "logo-founded", "logo-river", "logo-country", "logo-birthplace"}
+    corpus = (ROOT / "data" / "search" / "corpus.jsonl").read_text().splitlines()
+    titles = {passage["id"]: passage["title"] for passage in map(json.loads, corpus)}
+    for record, row in zip(read_run(output), benchmark.dataset, strict=True):
+        # each search of the reference brings back the passage its hop needs
+        observations = [turn["observation"] for turn in record["turns"] if turn["action"] == "tool"]
+        assert len(observations) == len(row["hops"])
+        for observation, hop in zip(observations, row["hops"], strict=True):
+            assert titles[hop["passage_id"]] in observation
