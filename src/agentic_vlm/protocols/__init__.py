@@ -2,8 +2,9 @@
 
 from .arft import ArftProtocol
 from .base import Action, Protocol
+from .vtool import VtoolProtocol
 
-PROTOCOLS = {"arft": ArftProtocol}
+PROTOCOLS = {"arft": ArftProtocol, "vtool": VtoolProtocol}
 
 
 def get_protocol(name: str) -> Protocol:
@@ -13,4 +14,4 @@ def get_protocol(name: str) -> Protocol:
         raise ValueError(f"unknown protocol {name!r}; available: {sorted(PROTOCOLS)}") from None
 
 
-__all__ = ["Action", "ArftProtocol", "PROTOCOLS", "Protocol", "get_protocol"]
+__all__ = ["Action", "ArftProtocol", "PROTOCOLS", "Protocol", "VtoolProtocol", "get_protocol"]

@@ -84,6 +84,20 @@ def numeric_item_score(
     raise ValueError(f"unknown numeric scheme {scheme!r}; use 'tolerance' or 'linear'")
 
 
+def refocus_item_score(
+    prediction: str, truth: str, scheme: NumericScheme = "linear", rel_tol: float = 0.05
+) -> float:
+    """VTool-R1's rule-based score of one part: a numeric truth by closeness (see :func:`numeric_item_score`; graded
+    by default), any other truth by normalised exact match.
+
+    A label that is a number ("2019") is scored as a number, so under ``"linear"`` a near year earns most of the
+    credit; ``scheme="tolerance"`` with ``rel_tol=0`` asks for the exact value instead.
+    """
+    if parse_number(truth) is None:
+        return exact_match_score(prediction, truth)
+    return numeric_item_score(prediction, truth, scheme, rel_tol)
+
+
 def exact_match(prediction: str, ground_truths: str | Sequence[str]) -> float:
     """Normalised exact match, part by part, best over the ground truths."""
     return score_answer(prediction, as_truth_list(ground_truths), exact_match_score)

@@ -27,6 +27,7 @@ from .answers import (
     is_correct_item,
     items_are_numeric,
     numeric_item_score,
+    refocus_item_score,
     score_answer,
     token_f1,
 )
@@ -119,6 +120,22 @@ def make_numeric_reward(
         )
 
     return numeric
+
+
+def make_refocus_accuracy_reward(
+    protocol: Protocol, tools: list[Tool], scheme: NumericScheme = "linear", rel_tol: float = 0.05
+) -> RewardFunc:
+    """VTool-R1's rule-based score of chart and table answers (:func:`~.answers.refocus_item_score`): numeric truths
+    by relative error (``scheme`` and ``rel_tol`` as for ``numeric``; graded by default), other truths by normalised
+    exact match, parts joined by ``||`` one by one, best over the acceptable answers."""
+    if scheme not in ("tolerance", "linear"):
+        raise ValueError(f"unknown numeric scheme {scheme!r}; use 'tolerance' or 'linear'")
+    item_score = partial(refocus_item_score, scheme=scheme, rel_tol=rel_tol)
+
+    def refocus_accuracy(completions: list[list[dict]], answer: list, **kwargs) -> list[float | None]:
+        return _answer_rewards(completions, answer, protocol, lambda p, truths: score_answer(p, truths, item_score))
+
+    return refocus_accuracy
 
 
 def _image_sizes(columns: dict, count: int) -> list[tuple[int, int] | None]:
@@ -331,6 +348,7 @@ REWARD_FACTORIES: dict[str, Callable[..., RewardFunc]] = {
     "exact_match": make_exact_match_reward,
     "f1": make_f1_reward,
     "numeric": make_numeric_reward,
+    "refocus_accuracy": make_refocus_accuracy_reward,
     "iou": make_iou_reward,
     "format": make_format_reward,
     "search_similarity": make_search_similarity_reward,

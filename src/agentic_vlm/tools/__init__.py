@@ -12,6 +12,7 @@ TOOL_CLASSES = {
     "zoom": "agentic_vlm.tools.zoom:ZoomTool",
     "search": "agentic_vlm.tools.search:SearchTool",
     "code": "agentic_vlm.tools.code:CodeTool",
+    "refocus": "agentic_vlm.tools.refocus:RefocusCodeTool",  # the code tool with the ReFOCUS editing functions
 }
 
 

@@ -1,0 +1,222 @@
+"""ReFOCUS data: the synthetic charts and tables (boxes that match the drawing, solutions that reach the answer), the
+shipped files, and the parquet loader on a fixture of the published schema."""
+
+import io
+import json
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from agentic_vlm.data import DatasetFormatError, load_jsonl_dataset
+from agentic_vlm.data.refocus import (
+    GRID_COLOR,
+    draw_bar_chart,
+    draw_table,
+    load_refocus_parquet,
+    make_refocus_example,
+    write_refocus_dataset,
+)
+from agentic_vlm.protocols import VtoolProtocol
+from agentic_vlm.rewards import build_reward_funcs
+from agentic_vlm.tools import Tool
+from agentic_vlm.tools.refocus import FUNCTION_NAMES, editing
+from agentic_vlm.tools.refocus.tool import box_variables
+
+SHIPPED = Path(__file__).parents[1] / "data" / "refocus"
+
+
+class CodeToolName(Tool):
+    """Parsing and scoring need only the code tool's name; no sandbox is started."""
+
+    name, description = "code", ""
+
+    async def __call__(self, argument, context):
+        raise AssertionError("not called")
+
+
+PROTOCOL, TOOLS = VtoolProtocol(), [CodeToolName()]
+
+
+def pixel_box(box: dict) -> tuple[int, int, int, int]:
+    return box["x1"], box["y1"], box["x2"], box["y2"]
+
+
+def replay(solution: list[str], image: Image.Image, metadata: dict) -> list[Image.Image]:
+    """Run the solution's actions as the sandbox would (functions, image_k and box variables defined); returns the
+    images each action displayed, in order."""
+    images = [image]
+    for turn in solution[:-1]:
+        action = PROTOCOL.parse_action(turn, TOOLS)
+        assert action.kind == "tool", turn
+        shown = []
+        namespace = {name: getattr(editing, name) for name in FUNCTION_NAMES}
+        namespace |= {f"image_{number}": im for number, im in enumerate(images, start=1)}
+        namespace |= {name: metadata[name] for name in box_variables(metadata)}
+        namespace["display"] = shown.append
+        exec(action.argument, namespace)
+        assert len(shown) == 1
+        images += shown
+    return images[1:]
+
+
+def test_tables_boxes_follow_the_grid():
+    header, rows = ["Team", "Wins", "Goals"], [["Otters", "12", "7"], ["Comets", "9", "30"]]
+    image, metadata = draw_table(header, rows)
+    pixels = np.asarray(image)
+    assert list(metadata["columns_bbox"]) == header
+    assert list(metadata["rows_bbox"]) == ["Team", "Otters", "Comets"]  # keyed by first cell, header row first
+    for box in metadata["columns_bbox"].values():
+        x1, y1, x2, y2 = pixel_box(box)
+        assert (pixels[y1 + 1:y2 - 1, x1] == GRID_COLOR).all()  # each column starts on a vertical grid line
+    for box in metadata["rows_bbox"].values():
+        x1, y1, x2, y2 = pixel_box(box)
+        assert (pixels[y1, x1 + 1:x2 - 1] == GRID_COLOR).all()
+    # the column boxes tile the table without overlapping, as the row boxes do
+    columns = [pixel_box(box) for box in metadata["columns_bbox"].values()]
+    assert all(left[2] == right[0] for left, right in zip(columns, columns[1:], strict=False))
+
+
+@pytest.mark.parametrize("horizontal", [False, True])
+def test_each_bar_lies_inside_its_own_box(horizontal):
+    color = (70, 130, 180)
+    values = {"Jan": 10, "Feb": 90, "Mar": 45}
+    image, metadata = draw_bar_chart("Visitors by month", values, horizontal, color)
+    boxes = metadata["y_values_bbox" if horizontal else "x_values_bbox"]
+    assert list(boxes) == list(values) and not metadata["x_values_bbox" if horizontal else "y_values_bbox"]
+    bar = (np.asarray(image) == color).all(axis=-1)
+    inside_any = np.zeros_like(bar)
+    lengths = {}
+    for label, box in boxes.items():
+        x1, y1, x2, y2 = pixel_box(box)
+        inside_any[y1:y2, x1:x2] = True
+        in_box = bar[y1:y2, x1:x2]
+        lengths[label] = in_box.any(axis=0).sum() if horizontal else in_box.any(axis=1).sum()
+    assert not (bar & ~inside_any).any()  # no bar pixel outside the boxes
+    assert lengths["Feb"] > lengths["Mar"] > lengths["Jan"] > 0  # bar lengths follow the values
+
+
+def test_generation_is_deterministic_by_seed(tmp_path):
+    first, second, other = (write_refocus_dataset(tmp_path / name, 4, 2, seed)
+                            for name, seed in (("a", 0), ("b", 0), ("c", 1)))
+    assert (first / "train.jsonl").read_text() == (second / "train.jsonl").read_text()
+    assert (first / "train.jsonl").read_text() != (other / "train.jsonl").read_text()
+    for image in (first / "images").iterdir():
+        assert image.read_bytes() == (second / "images" / image.name).read_bytes()
+
+
+def test_reference_solutions_are_well_formed_and_reach_the_answer():
+    (reward,) = build_reward_funcs(["refocus_accuracy"], PROTOCOL, TOOLS)
+    rng = random.Random(3)
+    for _ in range(24):
+        example = make_refocus_example(rng)
+        metadata = json.loads(example["metadata"])
+        solution = example["solution"]
+        turns = [PROTOCOL.turn_is_well_formed(turn, TOOLS, is_last=i == len(solution) - 1)
+                 for i, turn in enumerate(solution)]
+        assert all(turns), solution
+        assert all(turn.endswith(PROTOCOL.stop_strings(TOOLS)[0]) for turn in solution[:-1])  # where generation stops
+        edited = replay(solution, example["image"], metadata)
+        assert all(image.size == example["image"].size for image in edited)
+        assert not any(np.array_equal(np.asarray(image), np.asarray(example["image"])) for image in edited)
+        completion = [{"role": "assistant", "content": turn} for turn in solution]
+        assert reward(prompts=[None], completions=[completion], answer=[example["answer"]]) == [1.0]
+        assert "Boxes in pixels:" in example["question"]
+
+
+def test_shipped_data_loads_and_uses_every_function():
+    assert sum(path.stat().st_size for path in SHIPPED.rglob("*") if path.is_file()) < 1_000_000
+    train = load_jsonl_dataset(SHIPPED / "train.jsonl")
+    assert len(train) == 64 and len(load_jsonl_dataset(SHIPPED / "test.jsonl")) == 16
+    row = train[0]
+    metadata = json.loads(row["metadata"])
+    assert row["images"][0].size[0] > 100
+    assert row["prompt"][0]["content"].startswith(("What", "Which"))
+    assert set(metadata) & {"columns_bbox", "x_values_bbox", "y_values_bbox"}
+    used = {name for solution in train["solution"] for turn in solution for name in re.findall(r"focus_on_\w+", turn)}
+    assert used == set(FUNCTION_NAMES)
+    assert max(len(solution) for solution in train["solution"]) == 3  # some answers take two actions
+
+
+# ------------------------------------------------------------------------------------------------- parquet loader
+def png_bytes(color) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (30, 20), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+TABLE_METADATA = {"columns_bbox": {"Year": {"x1": 0, "y1": 0, "x2": 15, "y2": 20},
+                                   "Sales": {"x1": 15, "y1": 0, "x2": 30, "y2": 20}},
+                  "rows_bbox": {"Year": {"x1": 0, "y1": 0, "x2": 30, "y2": 10},
+                                "2019": {"x1": 0, "y1": 10, "x2": 30, "y2": 20}}}
+IMAGE_TYPE = pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+
+
+def refocus_records(**changes) -> list[dict]:
+    records = [
+        {"metadata": json.dumps(TABLE_METADATA), "figure_id": "t1", "figure_path": "t1.png",
+         "query": "What were the sales in 2019?", "answer": "12|||12.0",
+         "images": [{"bytes": png_bytes("red"), "path": None}]},
+        {"metadata": json.dumps({"type": "v_bar", "x_values_bbox": {"Jan": [0, 0, 30, 20]}, "y_values_bbox": {}}),
+         "figure_id": "c1", "figure_path": "c1.png", "query": "What is the value of Jan?", "answer": "3",
+         "images": []},
+    ]
+    records[1] |= changes
+    return records
+
+
+def write_parquet(path: Path, records: list[dict], drop: str | None = None) -> Path:
+    schema = pa.schema([("metadata", pa.string()), ("figure_id", pa.string()), ("figure_path", pa.string()),
+                        ("query", pa.string()), ("answer", pa.string()), ("images", IMAGE_TYPE)])
+    table = pa.Table.from_pylist(records, schema=schema)
+    pq.write_table(table.drop_columns([drop]) if drop else table, path)
+    return path
+
+
+def test_parquet_loads_prompts_answers_boxes_and_images(tmp_path):
+    Image.new("RGB", (30, 20), "blue").save(tmp_path / "c1.png")  # the second row has no image bytes
+    dataset = load_refocus_parquet(write_parquet(tmp_path / "table_test.parquet", refocus_records()))
+    table, chart = dataset[0], dataset[1]
+    assert table["prompt"] == [{"role": "user", "content": (
+        'What were the sales in 2019?\nBoxes in pixels: columns_bbox for the columns ["Year", "Sales"]; '
+        'rows_bbox for the rows (by their first cell) ["Year", "2019"].')}]
+    assert table["question"] == "What were the sales in 2019?"
+    assert table["answer"] == ["12", "12.0"]  # alternatives joined by |||
+    assert json.loads(table["metadata"]) == TABLE_METADATA and table["figure_id"] == "t1"
+    assert table["images"][0].getpixel((0, 0)) == (255, 0, 0)
+    assert chart["images"][0].getpixel((0, 0)) == (0, 0, 255)  # read from figure_path
+    assert chart["prompt"][0]["content"].endswith('x_values_bbox for the x values ["Jan"].')
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"metadata": "{not json"}, "row 1: field 'metadata': not valid JSON"),
+        ({"metadata": "[1, 2]"}, "row 1: field 'metadata': must be a JSON object, got list"),
+        ({"metadata": json.dumps({"type": "v_bar"})}, "row 1: field 'metadata': has no boxes"),
+        ({"metadata": json.dumps({"x_values_bbox": {"Jan": [0, 0, 30]}})},
+         "row 1: field 'metadata': x_values_bbox['Jan'] must be"),
+        ({"metadata": json.dumps({"rows_bbox": [[0, 0, 1, 1]]})}, "rows_bbox must map each label to its box"),
+        ({"query": " "}, "row 1: field 'query': must be a non-empty string"),
+        ({"answer": "|||"}, "row 1: field 'answer': holds no answer"),
+        ({"images": [{"bytes": b"not an image", "path": None}]}, "row 1: field 'images': image 0 is not an image"),
+        ({"images": [], "figure_path": "missing.png"},
+         "row 1: field 'images': is empty, and figure_path 'missing.png' is not a file"),
+    ],
+)
+def test_parquet_errors_name_file_row_and_field(tmp_path, changes, message):
+    path = write_parquet(tmp_path / "bad.parquet", refocus_records(**changes))
+    with pytest.raises(DatasetFormatError) as error:
+        load_refocus_parquet(path)
+    assert str(path) in str(error.value) and message in str(error.value)
+
+
+def test_parquet_missing_columns_are_named(tmp_path):
+    path = write_parquet(tmp_path / "no_query.parquet", refocus_records(), drop="query")
+    with pytest.raises(DatasetFormatError, match=r"missing column\(s\) \['query'\]"):
+        load_refocus_parquet(path)
