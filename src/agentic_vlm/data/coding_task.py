@@ -18,7 +18,6 @@ white), so the solutions are what a model could write from the image alone. Dete
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from .splits import write_task_splits
 
 # Sizes are multiples of 28, Qwen2.5-VL's patch group, so that pixel coordinates survive its resize unchanged.
 TEXT_IMAGE_SIZE = (280, 140)
@@ -211,15 +212,9 @@ def write_coding_dataset(output_dir: str | Path, num_train: int = 160, num_test:
     Each row has ``id``, ``images``, ``question``, ``answer``, ``type``, ``split``, ``box`` (the crop box, or null)
     and ``solution``.
     """
-    output_dir = Path(output_dir)
-    (output_dir / "images").mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    for split, count in (("train", num_train), ("test", num_test)):
-        with open(output_dir / f"{split}.jsonl", "w") as file:
-            for index in range(count):
-                example = make_coding_example(rng)
-                item_id = f"coding-{split}-{index:05d}"
-                image_path = f"images/{item_id}.png"
-                example.image.save(output_dir / image_path, optimize=True)
-                file.write(json.dumps({"id": item_id, "images": [image_path], **example.row()}) + "\n")
-    return output_dir
+
+    def example(rng: random.Random):
+        coding_example = make_coding_example(rng)
+        return coding_example.image, coding_example.row()
+
+    return write_task_splits(output_dir, "coding", example, {"train": num_train, "test": num_test}, seed)

@@ -26,6 +26,7 @@ from PIL import ImageDraw, ImageFont
 
 from ..rewards.answers import ITEM_SEPARATOR
 from .records import DatasetFormatError
+from .splits import write_task_splits
 
 # The box fields the editing functions take, and how the prompt names their labels.
 LABELLED_BOX_FIELDS = {
@@ -395,14 +396,9 @@ def make_refocus_example(rng: random.Random) -> dict:
 def write_refocus_dataset(output_dir: str | Path, num_train: int = 64, num_test: int = 16, seed: int = 0) -> Path:
     """Write ``train.jsonl``, ``test.jsonl`` and their PNG images under ``output_dir`` (loadable with
     :func:`agentic_vlm.data.load_jsonl_dataset`)."""
-    output_dir = Path(output_dir)
-    (output_dir / "images").mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    for split, count in (("train", num_train), ("test", num_test)):
-        with open(output_dir / f"{split}.jsonl", "w") as file:
-            for index in range(count):
-                example = make_refocus_example(rng)
-                name = f"refocus-{split}-{index:05d}"
-                example.pop("image").save(output_dir / "images" / f"{name}.png", optimize=True)
-                file.write(json.dumps({"id": name, "images": [f"images/{name}.png"], **example}) + "\n")
-    return output_dir
+
+    def example(rng: random.Random):
+        fields = make_refocus_example(rng)
+        return fields.pop("image"), fields
+
+    return write_task_splits(output_dir, "refocus", example, {"train": num_train, "test": num_test}, seed)

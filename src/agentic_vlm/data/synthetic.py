@@ -9,7 +9,6 @@ teaches a model to use it.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from PIL import Image, ImageDraw
 
 from ..protocols.arft import ArftProtocol
 from ..tools.zoom import ZoomTool
+from .splits import write_task_splits
 
 IMAGE_SIZE = 224
 GRID = 3
@@ -80,18 +80,12 @@ def make_zoom_example(rng: random.Random) -> dict:
 
 def write_zoom_dataset(output_dir: str | Path, num_train: int = 256, num_test: int = 64, seed: int = 0) -> Path:
     """Write ``train.jsonl``, ``test.jsonl`` and their PNG images under ``output_dir``."""
-    output_dir = Path(output_dir)
-    (output_dir / "images").mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    for split, count in (("train", num_train), ("test", num_test)):
-        with open(output_dir / f"{split}.jsonl", "w") as file:
-            for index in range(count):
-                example = make_zoom_example(rng)
-                image_path = f"images/zoom-{split}-{index:05d}.png"
-                example.pop("image").save(output_dir / image_path, optimize=True)
-                row = {"id": f"zoom-{split}-{index:05d}", "images": [image_path], **example}
-                file.write(json.dumps(row) + "\n")
-    return output_dir
+
+    def example(rng: random.Random):
+        fields = make_zoom_example(rng)
+        return fields.pop("image"), fields
+
+    return write_task_splits(output_dir, "zoom", example, {"train": num_train, "test": num_test}, seed)
 
 
 def tokenizer_training_corpus() -> Iterator[str]:
