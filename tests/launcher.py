@@ -1,0 +1,77 @@
+"""Start ``tests/train_worker.py`` on several CPU processes from a test, under ``torchrun`` or ``accelerate launch``.
+
+Two deadlines keep a hung run from blocking CI: each rank exits with the Python stacks of all its threads after
+``watchdog`` seconds (``faulthandler``, in the worker), and the test terminates the launcher, which stops its ranks,
+a minute later. The launcher's output goes to a log file in the run's directory; ``Run.report()`` shows its end.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WORKER = REPO / "tests" / "train_worker.py"
+WATCHDOG_SECONDS = 240
+
+
+@dataclass
+class Run:
+    command: list[str]
+    returncode: int | None  # None: still running at the deadline, terminated
+    output: str
+
+    def report(self, lines: int = 150) -> str:
+        status = "killed at the deadline" if self.returncode is None else f"exit code {self.returncode}"
+        tail = "\n".join(self.output.splitlines()[-lines:])
+        return f"$ {' '.join(self.command)}\n{status}; last {lines} lines of output:\n{tail}"
+
+
+def free_port() -> int:
+    """A port for accelerate's rendezvous: other test runs may share this machine, so never a fixed one."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def worker_args(model: str, train_file: str, output_dir: Path, *options: str) -> list[str]:
+    return [str(WORKER), "--model", model, "--train-file", train_file, "--output-dir", str(output_dir),
+            "--watchdog", str(WATCHDOG_SECONDS), *options]
+
+
+def torchrun(nproc: int, args: list[str]) -> list[str]:
+    # --standalone: a rendezvous on a port the launcher picks itself, free by construction
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *args]
+
+
+def accelerate_launch(config_file: str, nproc: int, args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config_file,
+            "--num_processes", str(nproc), "--main_process_port", str(free_port()), *args]
+
+
+def launch(command: list[str], log_path: Path, env: dict[str, str] | None = None) -> Run:
+    """Run ``command`` from the repository root, with ``env`` added to the environment; returns when it exits or at
+    the deadline."""
+    env = {
+        **os.environ,
+        "CUDA_VISIBLE_DEVICES": "",  # CPU and gloo on any machine, as the worker's arguments say
+        "PYTHONWARNINGS": "ignore::FutureWarning",  # torch.distributed's deprecations would bury the ranks' lines
+        **(env or {}),
+    }
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            returncode = process.wait(WATCHDOG_SECONDS + 60)
+        except subprocess.TimeoutExpired:
+            process.terminate()  # the launcher stops its ranks on SIGTERM
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            returncode = None
+    return Run(command, returncode, log_path.read_text(errors="replace"))
