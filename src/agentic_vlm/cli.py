@@ -77,6 +77,14 @@ def train(argv: list[str]) -> None:
     parser = TrlParser((TrainScriptArguments, AgenticGRPOConfig, ModelConfig))
     script_args, training_args, model_args = parser.parse_args_and_config(args=["--config", argv[0], *argv[1:]])
     _require_model_extras(model_args)
+    if script_args.warmstart_steps and training_args.deepspeed:
+        # DeepSpeed shards the model as it loads (ZeRO-3); the warm start runs before the trainer, outside it.
+        raise ValueError("warmstart_steps runs outside DeepSpeed: warm start without `deepspeed`, then train from the "
+                         "saved model with warmstart_steps: 0")
+    if training_args.deepspeed and training_args.use_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import deepspeed
+
+        deepspeed.init_distributed("gloo")  # CPU ranks: before the model loads, or DeepSpeed picks NCCL
 
     image_kwargs = {k: v for k, v in (("min_pixels", script_args.min_pixels), ("max_pixels", script_args.max_pixels))
                     if v is not None}
