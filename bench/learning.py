@@ -6,11 +6,11 @@
 4. GRPO with AgenticGRPOTrainer (accuracy + a small format reward).
 5. Evaluate again.
 
-The question names a cell of a 3x3 grid by its box in pixels; the answer is the colour of the small square in that
-cell. Answering from the whole image would need the model to ground pixel coordinates; zooming into the box shows one
-square. The figures also split held-out accuracy by whether the trajectory zoomed into the right box.
+The question names a cell of a 3x3 grid of coloured cells by its box in pixels; the answer is the cell's colour.
+Answering from the whole image would need the model to ground pixel coordinates; zooming into the box shows one
+colour. The figures also split held-out accuracy by whether the trajectory zoomed into the right box.
 
-    python bench/learning.py [--warmstart-steps 100] [--grpo-steps 120] [--data data/zoom]
+    python bench/learning.py [--warmstart-steps 100] [--grpo-steps 100] [--data data/zoom]
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="data/zoom")
     parser.add_argument("--warmstart-steps", type=int, default=100)
-    parser.add_argument("--grpo-steps", type=int, default=120)
+    parser.add_argument("--grpo-steps", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
@@ -84,7 +84,7 @@ def main() -> None:
         warm_seconds = time.perf_counter() - start
 
         config = AgenticGRPOConfig(
-            output_dir=f"{workdir}/grpo", max_steps=args.grpo_steps, learning_rate=1e-3, lr_scheduler_type="constant",
+            output_dir=f"{workdir}/grpo", max_steps=args.grpo_steps, learning_rate=1e-4, lr_scheduler_type="constant",
             per_device_train_batch_size=32, num_generations=8, max_completion_length=MAX_COMPLETION_LENGTH,
             max_turns=MAX_TURNS, temperature=1.0, beta=0.0, reward_weights=[1.0, 0.2], logging_steps=10,
             report_to="none", use_cpu=True, bf16=False, save_strategy="no", log_trajectories_steps=0,

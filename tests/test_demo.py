@@ -11,7 +11,7 @@ ROOT = Path(__file__).parents[1]
 
 def test_demo_prints_the_turns_and_saves_the_trajectory_and_its_page(tiny_model_dir, tmp_path, monkeypatch, capsys):
     image = ROOT / "data" / "zoom" / "images" / "zoom-test-00000.png"
-    question = "What color is the square inside the box [149, 149, 224, 224]?"
+    question = "What color is the cell inside the box [149, 149, 224, 224]?"
     monkeypatch.setattr(sys, "argv", [
         "run_demo.py", "--model", tiny_model_dir, "--image", str(image), "--question", question, "--tools", "zoom",
         "--output", str(tmp_path / "demo"), "--max-turns", "2", "--max-completion-length", "48", "--device", "cpu",

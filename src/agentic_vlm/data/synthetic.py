@@ -1,9 +1,9 @@
 """Offline synthetic tasks, deterministic by seed.
 
-The zoom task: a 224x224 image is split into a 3x3 grid; each cell holds a small coloured square on a grey
-background with noise. The question names one cell by its box in pixels and asks the colour of its square. Seen whole,
-the image mixes nine squares and the model must find the right one from coordinates; zoomed into the box, one square
-fills the view. Answering reliably needs the zoom tool, which makes the task a small, honest check that training
+The zoom task: a 224x224 image is split into a 3x3 grid of coloured cells on a grey background with noise. The
+question names one cell by its box in pixels and asks its colour. Seen whole, the image holds nine colours and the
+model must ground pixel coordinates to find the right one; zoomed into the box, one colour fills the view. For a
+small model, answering reliably needs the zoom tool, which makes the task a small, honest check that training
 teaches a model to use it.
 """
 
@@ -41,14 +41,14 @@ def box_text(box: tuple[int, int, int, int]) -> str:
 
 
 def zoom_question(box: tuple[int, int, int, int]) -> str:
-    return f"What color is the square inside the box {box_text(box)}? Answer with one word."
+    return f"What color is the cell inside the box {box_text(box)}? Answer with one word."
 
 
 def zoom_solution(box: tuple[int, int, int, int], color: str) -> list[str]:
     """The reference trajectory, one string per assistant turn (used for the supervised warm start)."""
     return [
         "<think>I zoom into the box.</think>\n<zoom>" + box_text(box) + "</zoom>",
-        f"<think>The square is {color}.</think>\n<answer>{color}</answer>",
+        f"<think>The cell is {color}.</think>\n<answer>{color}</answer>",
     ]
 
 
@@ -59,10 +59,7 @@ def make_zoom_example(rng: random.Random) -> dict:
     boxes = cell_boxes()
     colors = [rng.choice(list(COLORS)) for _ in boxes]
     for (x1, y1, x2, y2), color in zip(boxes, colors, strict=True):
-        side = rng.randint(30, 46)
-        left = rng.randint(x1 + 4, x2 - side - 4)
-        top = rng.randint(y1 + 4, y2 - side - 4)
-        draw.rectangle((left, top, left + side, top + side), fill=COLORS[color])
+        draw.rectangle((x1 + 3, y1 + 3, x2 - 4, y2 - 4), fill=COLORS[color])
     for _ in range(150):  # speckle noise, so that the image is not flat colour
         x, y = rng.randrange(IMAGE_SIZE), rng.randrange(IMAGE_SIZE)
         shade = rng.randint(100, 156)
