@@ -318,16 +318,11 @@ def make_tool_use_bonus_reward(protocol: Protocol, tools: list[Tool], rel_tol: f
     correct = partial(is_correct_item, rel_tol=rel_tol)
 
     def tool_use_bonus_reward(completions: list[list[dict]], answer: list, **kwargs) -> list[float | None]:
-        rewards = []
-        for completion, cell in zip(completions, answer, strict=True):
-            truths = as_truth_list(cell)
-            prediction = final_answer(completion, protocol)
-            if not truths:
-                rewards.append(None)
-                continue
-            right = prediction is not None and score_answer(prediction, truths, correct) == 1.0
-            rewards.append(tool_use_bonus(right, successful_tool_calls(completion)))
-        return rewards
+        accuracy = _answer_rewards(completions, answer, protocol, lambda p, truths: score_answer(p, truths, correct))
+        return [
+            None if score is None else tool_use_bonus(score == 1.0, successful_tool_calls(completion))
+            for score, completion in zip(accuracy, completions, strict=True)
+        ]
 
     tool_use_bonus_reward.__name__ = "tool_use_bonus"
     return tool_use_bonus_reward
