@@ -174,11 +174,11 @@ class AgenticGRPOTrainer(GRPOTrainer):
         tool_mask = [t.tool_mask for t in trajectories]
         completions = [t.completion_messages() for t in trajectories]
         images = [list(t.images) for t in trajectories]
-        has_images = any(images)
-        # Every image of a trajectory, in order; TRL feeds them to the forward pass with the ids' image tokens.
-        sequence_images = [imgs or None for imgs in images] if has_images else None
-        return prompt_ids, completion_ids, tool_mask, completions, self._sampling_logprobs(trajectories), {}, \
-            sequence_images, images
+        # Every image of each trajectory, in order. Returned also in TRL's "tool images" slot, which makes TRL's
+        # forward pass place all of them by the image tokens of the ids (prompt and observations alike).
+        sequence_images = [imgs or None for imgs in images] if any(images) else None
+        logprobs = self._sampling_logprobs(trajectories)
+        return prompt_ids, completion_ids, tool_mask, completions, logprobs, {}, sequence_images, images
 
     @staticmethod
     def _sampling_logprobs(trajectories: list[Trajectory]) -> list[list[float]] | None:
