@@ -17,6 +17,7 @@ from trl.data_utils import prepare_multimodal_messages
 
 from .protocols.base import Protocol
 from .rollout import RolloutEngine, ScriptedTurnGenerator, Trajectory
+from .rollout.generation import vision_inputs
 from .tools.base import Tool
 
 
@@ -40,10 +41,8 @@ def trajectory_batch(trajectories: list[Trajectory], pad_token_id: int, image_to
         completion[torch.tensor(t.tool_mask) == 0] = -100
         labels[row, len(t.prompt_ids): len(ids)] = completion
     batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-    pixel_values = [t.pixel_values for t in trajectories if t.pixel_values is not None]
-    if pixel_values:
-        batch["pixel_values"] = torch.cat(pixel_values)
-        batch["image_grid_thw"] = torch.cat([t.image_grid_thw for t in trajectories if t.image_grid_thw is not None])
+    batch |= vision_inputs(trajectories)
+    if "pixel_values" in batch:
         batch["mm_token_type_ids"] = (input_ids == image_token_id).long()
     return batch
 

@@ -154,8 +154,9 @@ def _sampling_processors(settings: SamplingSettings, suppress_token_ids: list[in
     return processors
 
 
-def vision_inputs(requests: list[TurnRequest]) -> dict[str, torch.Tensor]:
-    """``pixel_values`` and ``image_grid_thw`` of a batch, in the order the image pad tokens appear."""
+def vision_inputs(requests) -> dict[str, torch.Tensor]:
+    """``pixel_values`` and ``image_grid_thw`` of a batch, in the order the image pad tokens appear. ``requests`` are
+    objects with those two attributes (``TurnRequest``, ``Trajectory``)."""
     pixel_values = [r.pixel_values for r in requests if r.pixel_values is not None]
     if not pixel_values:
         return {}
