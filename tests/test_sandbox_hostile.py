@@ -18,9 +18,11 @@ import subprocess
 import sys
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from agentic_vlm.tools.code import ExecutionResult, Sandbox, SandboxConfig, SandboxUnavailableError
 
@@ -414,6 +416,20 @@ def test_a_crashed_worker_is_restarted(sandbox):
     failed = sandbox.run("print('lost')")
     assert failed.error is not None and "sandbox failed" in failed.error
     assert sandbox.run("print('back')").stdout == "back\n"
+
+
+def test_back_to_back_calls_each_see_only_their_own_input(sandbox):
+    # Calls arrive while the spare session that takes the next one still warms up: each must find its own input
+    # image in its working directory, and nothing else.
+    code = "import os\nprint(sorted(os.listdir('.')), image.getpixel((0, 0)))"
+
+    def call(index: int) -> tuple[str | None, str]:
+        result = sandbox.run(code, [Image.new("RGB", (32, 32), (index * 8, 0, 0))])
+        return result.error, result.stdout
+
+    with ThreadPoolExecutor(len(sandbox._workers)) as pool:
+        results = list(pool.map(call, range(30)))
+    assert results == [(None, f"['path_to_input_image.jpg'] ({index * 8}, 0, 0)\n") for index in range(30)]
 
 
 _UNISOLATED_PROBE = """

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import linecache
 import os
+import shutil
 import sys
 import traceback
 
@@ -31,9 +32,24 @@ CODE_FILENAME = "<code>"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # A 720x720 edit allocates about this much (input, rotated copy, crop, encoder buffers); see warm_heap().
 WARM_HEAP_BYTES = 8 << 20
-_PAGE = 4096
+_HUGE_PAGE = 2 << 20
+_MADV_HUGEPAGE = 14
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_libc = ctypes.CDLL(None)
+_libc.malloc.restype = ctypes.c_void_p
+_libc.malloc.argtypes = [ctypes.c_size_t]
+_libc.free.argtypes = [ctypes.c_void_p]
+_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+# What rehearse() runs: the calls of Visual-ARFT models are mostly this, at a larger size.
+_REHEARSAL = """\
+import cv2
+import numpy as np
+from PIL import Image
+edited = Image.open("path_to_input_image.jpg").rotate(30, expand=True)
+edited.crop((8, 8, 56, 56)).save("path_to_output_image.jpg")
+display(cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2GRAY))
+"""
 # The trainer cuts error text to its own limit; this only keeps a huge exception message from flooding the pipe.
 MAX_ERROR_CHARS = 1 << 16
 
@@ -51,21 +67,48 @@ def _keep_freed_memory() -> None:
     # glibc serves large blocks (images) with fresh mmaps and returns freed memory to the kernel; a fresh process
     # then faults in every page of every image, which costs several milliseconds per call. Serving blocks up to
     # 32 MiB from the heap and never trimming it lets warm_heap() fault pages in before the call instead.
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except AttributeError:
+    if not hasattr(_libc, "mallopt"):
         return  # not glibc: sessions still work, with the page faults inside the call
-    mallopt(_M_MMAP_THRESHOLD, 32 << 20)
-    mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+    _libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+    _libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
 
 
 def warm_heap() -> None:
-    """Fault in the heap a typical call uses while the session waits for it, then give it back to malloc."""
-    try:
-        block = bytearray(WARM_HEAP_BYTES)
-    except MemoryError:
+    """Fault in the heap a typical call uses while the session waits for it, then give it back to malloc.
+
+    In huge pages where the kernel offers them (transparent huge pages in "madvise" mode, most distributions'
+    default): one fault per 2 MiB instead of one per 4 KiB, five times less time in a virtual machine.
+    """
+    block = _libc.malloc(WARM_HEAP_BYTES)
+    if not block:
         return  # a memory limit this small leaves nothing to spare
-    block[::_PAGE] = bytes(len(range(0, WARM_HEAP_BYTES, _PAGE)))
+    first, end = -(-block // _HUGE_PAGE) * _HUGE_PAGE, (block + WARM_HEAP_BYTES) // _HUGE_PAGE * _HUGE_PAGE
+    if end > first:
+        _libc.madvise(first, end - first, _MADV_HUGEPAGE)  # refused without huge pages: 4 KiB pages then
+    ctypes.memset(block, 0, WARM_HEAP_BYTES)
+    _libc.free(block)
+
+
+def rehearse(workdir: str, max_images: int, max_image_pixels: int) -> None:
+    """Run a small version of a typical call, on a 64x64 image, while the session waits for its first call.
+
+    A session is a fresh fork of the warm worker: the first time it touches an object, a page of code data or of
+    the heap, the kernel copies or faults in that page, several milliseconds in all for an image edit. Paid here,
+    they stay out of the call. The rehearsal runs in a directory of its own, which it removes: the worker may be
+    writing the first call's input images into the working directory meanwhile.
+    """
+    directory = os.path.join(workdir, ".rehearsal")
+    try:
+        os.mkdir(directory)
+        name = os.path.join(directory, input_file_name(0))
+        Image.new("RGB", (64, 64), (90, 120, 150)).save(name, format="PPM")
+        _, images = run_call(_REHEARSAL, [name], {"__name__": "__main__"}, directory)
+        _fit(images, max_images, max_image_pixels)
+    except Exception:
+        pass  # only a warm-up: whatever failed here (a tiny memory limit, say), the call meets and reports itself
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    warm_heap()
 
 
 def input_file_name(index: int) -> str:
@@ -77,7 +120,7 @@ def serve(request_fd: int, result_fd: int, cpu_seconds: int, max_images: int, ma
     """Answer calls until the worker closes the pipe. Variables persist between the calls of one session."""
     workdir = os.getcwd()
     namespace: dict = {"__name__": "__main__", "__builtins__": __builtins__}
-    warm_heap()
+    rehearse(workdir, max_images, max_image_pixels)
     while True:
         try:
             request, _ = read_frame(request_fd)

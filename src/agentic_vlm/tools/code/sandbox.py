@@ -31,7 +31,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .wire import Buffer, FrameError, read_frame, widen_pipe, write_frame
+from .wire import Buffer, FrameError, FrameMemory, read_frame, widen_pipe, write_frame
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +166,7 @@ class _WorkerProcess:
         self._process: subprocess.Popen | None = None
         self._ready = False
         self.isolation: dict = {}
+        self._replies = FrameMemory()  # a reply's images are copied out before the next call
 
     def start(self) -> None:
         self.generation += 1
@@ -224,7 +225,7 @@ class _WorkerProcess:
         write_frame(self._process.stdin.fileno(), request, blobs, deadline)
         # The images, then text: JSON writes a byte of output as at most six, and error text is capped inside.
         max_bytes = 3 * self.config.max_images * self.config.max_image_pixels + 6 * self.config.max_output_bytes
-        return read_frame(self._process.stdout.fileno(), deadline, max_bytes + (4 << 20))
+        return read_frame(self._process.stdout.fileno(), deadline, max_bytes + (4 << 20), self._replies)
 
     def stop(self) -> None:
         """Stop the worker and everything it started (its sessions die with it: parent death signal)."""

@@ -14,7 +14,8 @@ Process tree of one worker::
                       /tmp, unprivileged, under rlimits: runs the code (runner.py), one call or a whole session
 
 A session is forked from the warm worker (a few milliseconds, nothing to import), and the worker keeps one
-spare session forked ahead so that a call does not wait for it. Each session has its own tmpfs, which the
+spare session forked ahead so that a call does not wait for it; the spare rehearses a small image edit while
+it waits, so that the call does not pay for the pages a fresh fork copies on first touch (runner.rehearse). Each session has its own tmpfs, which the
 worker mounts where it can write the call's input images into it (as PPM files, straight from the trainer's
 bytes). When the first process of a PID namespace dies, everything else in it dies: whatever the code started,
 however it detached, ends with its session. A call without a session key gets a session of its own that ends
@@ -43,11 +44,13 @@ import traceback
 
 import jail
 import runner
-from wire import Buffer, FrameError, FrameReader, read_frame, widen_pipe, write_frame
+from wire import Buffer, FrameError, FrameMemory, FrameReader, read_frame, widen_pipe, write_frame
 
 # Room for the header of a session's result frame, beyond its images' pixels.
 _RESULT_HEADER_BYTES = 1 << 20
 _DRAIN_BYTES = 1 << 20
+# How long a call runs before the worker forks the next spare session while it waits (see Worker._call).
+_SPARE_DELAY_S = 0.001
 
 
 def main() -> None:
@@ -146,6 +149,8 @@ class Worker:
         self.sessions: dict[str, Session] = {}
         self.by_pid: dict[int, Session] = {}
         self.session_numbers = itertools.count()
+        self.request_memory = FrameMemory()  # the trainer's calls, with their input images
+        self.result_memory = FrameMemory()  # the sessions' results, with their output images
         # A session's exit interrupts poll through this pipe (SIGCHLD writes to it), however the session ended.
         self.child_exits, wakeup = os.pipe()
         os.set_blocking(self.child_exits, False)
@@ -165,7 +170,7 @@ class Worker:
             if 0 not in ready:
                 continue
             try:
-                request, blobs = read_frame(0)
+                request, blobs = read_frame(0, memory=self.request_memory)
             except EOFError:
                 return
             finished = [self.sessions.pop(key) for key in request["release"] if key in self.sessions]
@@ -176,6 +181,8 @@ class Worker:
             # Housekeeping after answering, so that the trainer does not wait for it.
             for session in finished:
                 self._end(session)
+            if self.spare is None:
+                self.spare = self._start_session()
 
     def _run(self, call: dict, blobs: list[Buffer], finished: list[Session]) -> tuple[dict, list[Buffer]]:
         key = call["session"]
@@ -229,21 +236,24 @@ class Worker:
         output = bytearray()
         dropped = 0
         pixels = self.settings["max_images"] * self.settings["max_image_pixels"]
-        result = FrameReader(3 * pixels + _RESULT_HEADER_BYTES)
+        result = FrameReader(3 * pixels + _RESULT_HEADER_BYTES, self.result_memory)
         failure = None
         try:
             write_frame(session.request, request, (), deadline)
-            if self.spare is None:
-                # Fork the next spare now, on another core while this call runs, rather than after it.
-                self.spare = self._start_session()
+            # A call still running after a moment gets the next spare forked meanwhile, on another core; a quick
+            # one would only wait for the fork (milliseconds), so its spare comes after the answer (see serve).
+            fork_spare_at = time.monotonic() + _SPARE_DELAY_S
             poller = select.poll()
             for fd in (session.result, session.output, self.child_exits):
                 poller.register(fd, select.POLLIN)
             while result.missing and session.exit_status is None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                now = time.monotonic()
+                if self.spare is None and now >= fork_spare_at:
+                    self.spare = self._start_session()
+                if now >= deadline:
                     raise TimeoutError
-                for fd, _ in poller.poll(remaining * 1000):
+                wake_at = deadline if self.spare is not None else min(deadline, fork_spare_at)
+                for fd, _ in poller.poll(max(0.0, wake_at - now) * 1000):
                     if fd == self.child_exits:
                         self._reap()
                     elif fd == session.result:
