@@ -8,7 +8,8 @@ from transformers import AutoProcessor
 
 from agentic_vlm.protocols import ArftProtocol
 from agentic_vlm.rollout import RolloutEngine, ScriptedTurnGenerator
-from agentic_vlm.tools import Observation, Tool, ZoomTool
+from agentic_vlm.tools import Observation, Tool, ToolContext, ZoomTool
+from agentic_vlm.tools.code import CodeTool
 from agentic_vlm.warmstart import prompt_messages
 
 ZOOM = "<think>zoom</think>\n<zoom>[0, 0, 75, 75]</zoom>"
@@ -119,6 +120,32 @@ def test_tool_calls_of_a_turn_run_concurrently(processor, zoom_example):
     assert all(t.stop_reason == "answer" for t in trajectories)
     (wall,) = engine.tool_wall_seconds
     assert 0.3 <= wall < 0.6  # twelve 0.3 s calls, one turn
+
+
+def test_persistent_code_sessions_live_for_their_trajectory_and_end_with_it(processor, zoom_example):
+    tool = CodeTool(persistent=True, workers=1, timeout_s=5)
+    script = ["<think>a</think><code>x = 41</code>", "<think>b</think><code>print(x + 1)</code>", ANSWER]
+    engine = make_engine(processor, [tool], lambda r: script[r.turn], max_turns=3)
+    try:
+        trajectories = engine.run([prompt_messages(row) for row in rows(zoom_example, n=2)], rows(zoom_example, n=2))
+        assert [t.turns[1].observation.text for t in trajectories] == ["42", "42"]
+        assert tool.sandbox._sessions == {}
+        # The worker ended them too: the same trajectory id now starts from a clean process.
+        later = asyncio.run(tool("print(x)", ToolContext(trajectory_id=trajectories[0].id)))
+        assert "NameError" in later.error
+    finally:
+        engine.close()
+
+
+def test_a_tool_that_fails_to_release_does_not_stop_the_rollout(processor, zoom_example, caplog):
+    class Unreleasable(SleepTool):
+        async def release(self, trajectory_id):
+            raise OSError("session store unreachable")
+
+    engine = make_engine(processor, [Unreleasable()], lambda r: ["<think>w</think><sleep>0</sleep>", ANSWER][r.turn])
+    (trajectory,) = run(engine, rows(zoom_example))
+    assert trajectory.stop_reason == "answer"
+    assert "session store unreachable" in caplog.text
 
 
 def test_turn_limit_and_token_budget(processor, zoom_example):

@@ -93,11 +93,13 @@ def test_each_action_starts_afresh_and_names_earlier_results_by_image(tool, tabl
     assert observation.text == "False (100, 60)"
 
 
-def test_persistent_sessions_keep_variables_between_actions(table):
+def test_persistent_sessions_keep_variables_between_actions_until_released(table):
     persistent = make_tool(persistent=True)
     try:
         call(persistent, "kept = 41", [table], trajectory="p", turn=0)
         assert call(persistent, "print(kept + 1)", [table], trajectory="p", turn=1).text == "42"
+        asyncio.run(persistent.release("p"))
+        assert "NameError" in call(persistent, "print(kept)", [table], trajectory="p", turn=2).error
     finally:
         asyncio.run(persistent.aclose())
 

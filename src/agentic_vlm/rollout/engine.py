@@ -21,6 +21,7 @@ operations inside generation (ZeRO-3 parameter gathers, the vLLM server's gather
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -34,6 +35,8 @@ from PIL import Image
 from ..protocols.base import Action, Protocol
 from ..tools.base import Observation, Tool, ToolContext
 from .generation import TurnRequest
+
+logger = logging.getLogger(__name__)
 
 # (requests, max_new_tokens) -> (new token ids, their sampled log-probabilities) per request
 GenerateFn = Callable[[list[TurnRequest], int], tuple[list[list[int]], list[list[float]] | None]]
@@ -239,11 +242,20 @@ class RolloutEngine:
             for (trajectory, _), (_, seconds) in zip(calls, results, strict=True):
                 trajectory.turns[-1].tool_seconds = seconds
             self._append_observations([t for t, _ in calls], [a for _, a in calls], [o for o, _ in results])
+        called = [t.id for t in trajectories if any(turn.action.kind == "tool" for turn in t.turns)]
+        if called:
+            self._run_on_loop(self._release(called))
         return trajectories
 
     # ------------------------------------------------------------------------------------------------------ tools
     async def _call_tools(self, calls: list[tuple[Trajectory, Action]]) -> list[tuple[Observation, float]]:
         return await asyncio.gather(*(self._call_tool(trajectory, action) for trajectory, action in calls))
+
+    async def _release(self, trajectory_ids: list[str]) -> None:
+        releases = [tool.release(trajectory_id) for trajectory_id in trajectory_ids for tool in self.tools]
+        for outcome in await asyncio.gather(*releases, return_exceptions=True):
+            if isinstance(outcome, Exception):  # what it kept is lost either way; training goes on
+                logger.warning("a tool failed to release a trajectory's state: %r", outcome)
 
     async def _call_tool(self, trajectory: Trajectory, action: Action) -> tuple[Observation, float]:
         start = time.perf_counter()

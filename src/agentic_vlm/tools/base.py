@@ -71,6 +71,10 @@ class Tool(abc.ABC):
     async def __call__(self, argument: str, context: ToolContext) -> Observation:
         """Run the action whose text (between the tags) is ``argument``."""
 
+    async def release(self, trajectory_id: str) -> None:  # noqa: B027 - optional hook, most tools keep no state
+        """Forget what the tool keeps for this trajectory (a persistent code session). The rollout engine calls it
+        once the trajectory has ended, for every trajectory that called a tool."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most tools hold nothing
         """Release what the tool holds (worker pools, HTTP clients). Called once, when training ends."""
 

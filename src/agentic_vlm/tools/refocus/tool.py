@@ -106,6 +106,10 @@ class RefocusCodeTool(Tool):
                 await self.code_tool.release(session)
         return _with_image_names(observation, first_number=len(context.images) + 1)
 
+    async def release(self, trajectory_id: str) -> None:
+        if self.persistent:  # otherwise each action's session ended with it
+            await self.code_tool.release(trajectory_id)
+
     async def aclose(self) -> None:
         await self.code_tool.aclose()
 
