@@ -118,3 +118,18 @@ def test_processes_writing_at_once_lose_nothing(tmp_path):
     cache = SearchCache(cache_path, "replay")
     assert len(cache) == 180
     assert cache.get("serper", "writer 2 query 59", 3) == [SearchResult("title 59", "snippet")]
+
+
+def test_two_searxng_instances_keep_separate_entries(tmp_path):
+    # Each SearXNG instance has its own engines and settings: one's results must not answer for the other.
+    cache_path = tmp_path / "search.sqlite"
+
+    def searxng_tool(base_url: str) -> SearchTool:
+        backend = make_search_backend("searxng", base_url=base_url, **FAST)
+        return SearchTool(backend, top_k=3, cache="read_write", cache_path=cache_path)
+
+    with FakeSearchApi("searxng") as first, FakeSearchApi("searxng") as second:
+        run_in_order(searxng_tool(first.base_url), ["amber lighthouse"])
+        run_in_order(searxng_tool(second.base_url), ["amber lighthouse"])
+        run_in_order(searxng_tool(first.base_url), ["amber lighthouse"])
+        assert [len(first.requests), len(second.requests)] == [1, 1]

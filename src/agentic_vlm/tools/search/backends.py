@@ -211,6 +211,11 @@ class SearxngBackend(WebBackend):
             raise ValueError("the searxng search backend needs the base_url of a SearXNG instance")
         super().__init__(base_url, policy)
 
+    @property
+    def cache_namespace(self) -> str:
+        # Each instance has its own engines and settings, so its own results.
+        return f"{self.name}:{self.base_url}"
+
     async def _search(self, query: str, k: int) -> list[SearchResult]:
         payload = await self.http.request_json(
             "GET", f"{self.base_url}/search", params={"q": query, "format": "json"}
