@@ -13,7 +13,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	DS_BUILD_OPS=0 $(BIN)/python -m pip install --quiet -e ".[dev]"
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install --quiet -e ".[dev,similarity]"
 	touch $@
 
 setup: $(BIN)/.installed
