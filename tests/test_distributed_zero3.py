@@ -96,3 +96,17 @@ def test_resume_continues_with_the_same_optimizer_state_and_step(zero3_run, tiny
     uninterrupted = torch.load(zero3_run / "final_params.pt")
     mismatched = [name for name in uninterrupted if not torch.equal(resumed[name], uninterrupted[name])]
     assert mismatched == []
+
+
+def test_the_train_command_runs_under_torchrun_with_zero3_on_cpu_ranks(tiny_model_dir, zoom_data_dir, tmp_path):
+    """``agentic-vlm train`` as a user launches it. ZeRO-3 shards the model as it loads, which starts DeepSpeed's
+    process group; on CPU ranks it must be gloo, set up before the load (DeepSpeed would pick NCCL)."""
+    output_dir = tmp_path / "run"
+    args = ["-m", "agentic_vlm.cli", "train", "recipes/quickstart.yaml", "--model_name_or_path", tiny_model_dir,
+            "--train_file", f"{zoom_data_dir}/train.jsonl", "--deepspeed", "local_scripts/zero3.json",
+            "--warmstart_steps", "0", "--max_steps", "1", "--per_device_train_batch_size", "4",
+            "--num_generations", "4", "--output_dir", str(output_dir), "--save_steps", "1"]
+    run = launch(torchrun(2, args), tmp_path / "launch.log")
+    assert run.returncode == 0, run.report()
+    assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == 1
+    assert (output_dir / "checkpoint-1" / "model.safetensors").exists()
