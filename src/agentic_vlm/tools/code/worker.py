@@ -15,9 +15,9 @@ Process tree of one worker::
 
 A session is forked from the warm worker (a few milliseconds, nothing to import), and the worker keeps one
 spare session forked ahead so that a call does not wait for it; the spare rehearses a small image edit while
-it waits, so that the call does not pay for the pages a fresh fork copies on first touch (runner.rehearse). Each session has its own tmpfs, which the
-worker mounts where it can write the call's input images into it (as PPM files, straight from the trainer's
-bytes). When the first process of a PID namespace dies, everything else in it dies: whatever the code started,
+it waits, so that the call does not pay for the pages a fresh fork copies on first touch (runner.rehearse).
+Each session has its own tmpfs, which the worker mounts where it can write the call's input images into it
+(as PPM files, straight from the trainer's bytes). When the first process of a PID namespace dies, everything else in it dies: whatever the code started,
 however it detached, ends with its session. A call without a session key gets a session of its own that ends
 after the call; a call with a key reuses that key's session, so variables persist across calls.
 
@@ -188,7 +188,7 @@ class Worker:
         key = call["session"]
         session = self.sessions.pop(key, None) if key is not None else None
         if session is None:
-            session, self.spare = self.spare or self._start_session(), None
+            session, self.spare = self.spare, None  # there is always one: serve() forks the next after each call
         deadline = time.monotonic() + self.settings["timeout_s"]
         try:
             inputs = self._write_inputs(session.directory, call["images"], blobs)
