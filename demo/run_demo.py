@@ -44,6 +44,7 @@ def main() -> None:
     tools = build_tools([name.strip() for name in args.tools.split(",") if name.strip()], args.tool_kwargs)
     sampling = (SamplingSettings(do_sample=False) if args.temperature == 0
                 else SamplingSettings(temperature=args.temperature))
+    print(sampling.describe())  # the model's generation_config.json is not used
     row = {"prompt": [{"role": "user", "content": args.question}],
            "images": [Image.open(path).convert("RGB") for path in args.image]}
     [(_, [trajectory])] = list(rollout_dataset(

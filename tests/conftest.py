@@ -20,3 +20,10 @@ def zoom_data_dir(tmp_path_factory):
 @pytest.fixture
 def zoom_example():
     return make_zoom_example(random.Random(7))
+
+
+@pytest.fixture(scope="session")
+def like_model_dir(tmp_path_factory):
+    """A tiny model built like Qwen2.5-VL-7B-Instruct: the real vocabulary, generation config (top_k 1, top_p 0.001,
+    temperature 0.1, repetition_penalty 1.05, eos ids [151645, 151643]) and pixel limits. Built once (~10 s)."""
+    return str(make_tiny_model(tmp_path_factory.mktemp("tiny-like-7b"), like="qwen2.5-vl-7b-instruct"))

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import AgenticGRPOConfig
+from .families import FAMILIES
 
 # The generators of `make-data`, imported when used.
 SYNTHETIC_TASKS = {
@@ -222,7 +224,10 @@ def evaluate_command(args: argparse.Namespace) -> None:
                 else SamplingSettings(temperature=args.temperature, top_p=args.top_p))
     output = args.output or f"outputs/eval/{benchmark.name}-{Path(args.model).name}.jsonl"
     run_info = {"model": args.model, "protocol": protocol.name, "tools": tool_names, "max_turns": args.max_turns,
-                "max_completion_length": args.max_completion_length, "temperature": args.temperature}
+                "max_completion_length": args.max_completion_length, "temperature": args.temperature,
+                "sampling": dataclasses.asdict(sampling)}
+    # The model's generation_config.json is not used: these are the settings.
+    print(sampling.describe(), flush=True)
     summary = evaluate(
         model, processor, protocol, tools, benchmark, output,
         metrics=args.metrics, reward_funcs=reward_funcs, run_info=run_info,
@@ -257,8 +262,11 @@ def main(argv: list[str] | None = None) -> None:
 
     tiny = commands.add_parser("make-tiny-model", help="build a tiny random Qwen2.5-VL and its processor, offline")
     tiny.add_argument("output_dir")
-    tiny.add_argument("--vocab", choices=["small", "real"], default="small",
-                      help="small: a ~600-token BPE for fast tests; real: the Qwen2 vocabulary")
+    tiny.add_argument("--vocab", choices=["small", "real"],
+                      help="small (default): a ~600-token BPE for fast tests; real: the Qwen2 vocabulary")
+    tiny.add_argument("--like", choices=sorted(name for family in FAMILIES.values() for name in family.checkpoints),
+                      help="carry this released checkpoint's generation and processor settings, eos ids and "
+                           "vocabulary (real pixel limits: slow on a CPU)")
     tiny.add_argument("--seed", type=int, default=0)
 
     evaluation = commands.add_parser("eval", help="evaluate a model on a benchmark with the training rollout engine")
@@ -282,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "make-tiny-model":
         from .tiny import make_tiny_model
 
-        print(make_tiny_model(args.output_dir, vocab=args.vocab, seed=args.seed))
+        print(make_tiny_model(args.output_dir, vocab=args.vocab, seed=args.seed, like=args.like))
     elif args.command == "eval":
         evaluate_command(args)
     elif args.command == "view":

@@ -115,3 +115,18 @@ def checkpoint_settings(like: str) -> tuple[ModelFamily, CheckpointSettings]:
             return family, family.checkpoints[like]
     known = sorted(name for family in FAMILIES.values() for name in family.checkpoints)
     raise ValueError(f"unknown checkpoint {like!r} for --like; known: {', '.join(known)}")
+
+
+def end_of_turn_token_ids(tokenizer, model_config=None, generation_config=None) -> list[int]:
+    """Every token id that ends an assistant turn, the tokenizer's ``eos_token_id`` first: with the ids of the
+    checkpoint's ``generation_config.eos_token_id`` (Qwen2.5-VL-7B-Instruct lists two) and the eos tokens of the
+    model's family when ``model_config`` is of a registered one."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    listed = getattr(generation_config, "eos_token_id", None)
+    ids += [listed] if isinstance(listed, int) else list(listed or [])
+    model_type = getattr(model_config, "model_type", None)
+    family = next((f for f in FAMILIES.values() if model_type in f.model_types), None)
+    if family is not None:
+        vocabulary = tokenizer.get_vocab()
+        ids += [vocabulary[token] for token in family.eos_tokens if token in vocabulary]
+    return list(dict.fromkeys(ids))

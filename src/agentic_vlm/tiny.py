@@ -9,6 +9,10 @@ Used by the quickstart, the tests and the benchmarks, on machines that cannot re
   with the same special tokens after it. Every string still tokenizes (byte fallback), and a GRPO step is ~15x faster.
 
 The chat template is the stock Qwen2.5-VL one, read from the copy that TRL ships.
+
+``like="qwen2.5-vl-7b-instruct"`` (any checkpoint of :mod:`agentic_vlm.families`) builds a tiny model that runs like
+the released one: the real vocabulary, and the checkpoint's ``generation_config.json`` (its sampling defaults and eos
+ids) and ``preprocessor_config.json`` (its pixel limits: real-resolution images), only the weights are tiny.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
+    GenerationConfig,
     PreTrainedTokenizerFast,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
@@ -26,6 +31,8 @@ from transformers import (
     Qwen2VLImageProcessor,
     Qwen2VLVideoProcessor,
 )
+
+from .families import checkpoint_settings
 
 # The special tokens of Qwen2 / Qwen2.5-VL, in id order from 151643.
 QWEN2_SPECIAL_TOKENS = (
@@ -135,9 +142,11 @@ def build_tokenizer(vocab: str = "small") -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def build_processor(tokenizer: PreTrainedTokenizerFast) -> Qwen2_5_VLProcessor:
-    image_processor = Qwen2VLImageProcessor(min_pixels=TINY_MIN_PIXELS, max_pixels=TINY_MAX_PIXELS)
-    video_processor = Qwen2VLVideoProcessor(min_pixels=TINY_MIN_PIXELS, max_pixels=TINY_MAX_PIXELS)
+def build_processor(tokenizer: PreTrainedTokenizerFast, preprocessor_config: dict | None = None) -> Qwen2_5_VLProcessor:
+    """The processor; ``preprocessor_config`` (a released checkpoint's) replaces the small pixel limits of tests."""
+    settings = preprocessor_config or {"min_pixels": TINY_MIN_PIXELS, "max_pixels": TINY_MAX_PIXELS}
+    image_processor = Qwen2VLImageProcessor(**settings)
+    video_processor = Qwen2VLVideoProcessor(**settings)
     return Qwen2_5_VLProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
@@ -146,8 +155,11 @@ def build_processor(tokenizer: PreTrainedTokenizerFast) -> Qwen2_5_VLProcessor:
     )
 
 
-def build_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> Qwen2_5_VLForConditionalGeneration:
-    """A two-layer Qwen2.5-VL (vision and text) with random weights, sized for CPU tests."""
+def build_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0,
+                generation_config: dict | None = None) -> Qwen2_5_VLForConditionalGeneration:
+    """A two-layer Qwen2.5-VL (vision and text) with random weights, sized for CPU tests. Its vision tower attends
+    within windows of 112 px in its first block and globally in its last, as the real one alternates.
+    ``generation_config`` (a released checkpoint's) becomes the model's ``generation_config.json``."""
     ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in (
         ("image_token_id", "<|image_pad|>"),
         ("video_token_id", "<|video_pad|>"),
@@ -186,18 +198,33 @@ def build_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> Qwen2_5_VL
     )
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.bos_token_id = config.text_config.bos_token_id
+    if generation_config is not None:
+        model.generation_config = GenerationConfig(**generation_config)
+    else:
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.bos_token_id = config.text_config.bos_token_id
     return model
 
 
-def make_tiny_model(output_dir: str | Path, vocab: str = "small", seed: int = 0) -> Path:
-    """Build and save a tiny Qwen2.5-VL and its processor; load them back with ``from_pretrained``."""
+def make_tiny_model(output_dir: str | Path, vocab: str | None = None, seed: int = 0, like: str | None = None) -> Path:
+    """Build and save a tiny Qwen2.5-VL and its processor; load them back with ``from_pretrained``.
+
+    ``vocab`` is ``"small"`` by default, ``"real"`` with ``like`` (which needs the real vocabulary: the checkpoint's
+    settings name real token ids).
+    """
     output_dir = Path(output_dir)
+    settings = None
+    if like is not None:
+        family, settings = checkpoint_settings(like)
+        if family.name != "qwen2.5-vl":
+            raise ValueError(f"tiny models of the {family.name} family cannot be built yet (asked for --like {like})")
+        if vocab == "small":
+            raise ValueError(f"--like {like} needs the real vocabulary; leave --vocab out or pass --vocab real")
+    vocab = vocab or ("real" if like else "small")
     tokenizer = build_tokenizer(vocab)
-    processor = build_processor(tokenizer)
-    model = build_model(tokenizer, seed=seed)
+    processor = build_processor(tokenizer, settings.preprocessor_config if settings else None)
+    model = build_model(tokenizer, seed=seed, generation_config=settings.generation_config if settings else None)
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
     return output_dir

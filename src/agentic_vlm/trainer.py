@@ -19,6 +19,7 @@ from trl import GRPOTrainer
 from trl.models.utils import unwrap_model_for_generation
 
 from .config import AgenticGRPOConfig
+from .families import end_of_turn_token_ids
 from .protocols import Protocol, get_protocol
 from .rewards import build_reward_funcs
 from .rollout import RolloutEngine, SamplingSettings, Trajectory, TransformersTurnGenerator, TurnRequest
@@ -96,6 +97,9 @@ class AgenticGRPOTrainer(GRPOTrainer):
                 {"stop": stop_strings, "include_stop_str_in_output": True}
             )
         model_config = self.model.config
+        # TRL's list (the tokenizer's eos and the checkpoint's generation config ids) and the family's eos tokens:
+        # each one ends a turn, in generation and in TRL's own truncation checks.
+        self.eos_token_ids = end_of_turn_token_ids(self._tokenizer, model_config, self.model.generation_config)
         self._turn_generator = TransformersTurnGenerator(
             self.processing_class,
             model_config,
@@ -125,6 +129,7 @@ class AgenticGRPOTrainer(GRPOTrainer):
             max_images_per_observation=args.max_images_per_observation,
             system_prompt=args.system_prompt,
             sync_batch_size=self._sync_batch_size,
+            eos_token_ids=self.eos_token_ids,
         )
         self._rollout_rows: list[dict] = []
         self._rollout_trajectories: list[Trajectory] = []

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..families import end_of_turn_token_ids
 from ..protocols.base import Protocol
 from ..rewards.judge import question_text
 from ..rewards.trajectory import final_answer
@@ -70,16 +71,21 @@ def rollout_dataset(
     ``generate`` replaces the model's generation (``model`` may then be ``None``): a
     :class:`~agentic_vlm.rollout.ScriptedTurnGenerator` that replays reference solutions, for instance.
     """
+    tokenizer = getattr(processing_class, "tokenizer", processing_class)
+    eos_token_ids = end_of_turn_token_ids(tokenizer, getattr(model, "config", None),
+                                          getattr(model, "generation_config", None))
     if generate is None:
+        # Our own settings, never the checkpoint's generation_config.json (see SamplingSettings).
         generator = TransformersTurnGenerator(
-            processing_class, model.config, protocol.stop_strings(tools), sampling or SamplingSettings(do_sample=False)
+            processing_class, model.config, protocol.stop_strings(tools), sampling or SamplingSettings(do_sample=False),
+            eos_token_ids=eos_token_ids,
         )
         generate = functools.partial(generator.generate, model)
         model.eval()
     engine = RolloutEngine(
         processing_class, protocol, tools, generate,
         max_turns=max_turns, max_completion_length=max_completion_length, tool_timeout=tool_timeout,
-        system_prompt=system_prompt,
+        system_prompt=system_prompt, eos_token_ids=eos_token_ids,
     )
     try:
         with tqdm(total=len(dataset), desc="rollouts", disable=not progress) as bar:

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from ..families import end_of_turn_token_ids
 from ..protocols.base import Action, Protocol
 from ..tools.base import Observation, Tool, ToolContext
 from .generation import TurnRequest
@@ -158,6 +159,8 @@ class RolloutEngine:
         system_prompt: Replaces the protocol's system prompt; a prompt that starts with a system message keeps its own.
         sync_batch_size: Maps this rank's number of active trajectories to the batch size every rank uses this turn
             (the maximum over ranks); the identity in a single process.
+        eos_token_ids: Every token id that ends an assistant turn (see ``families.end_of_turn_token_ids``); by default
+            the tokenizer's eos and its family's.
     """
 
     def __init__(
@@ -174,6 +177,7 @@ class RolloutEngine:
         max_images_per_observation: int = 4,
         system_prompt: str | None = None,
         sync_batch_size: Callable[[int], int] = lambda n: n,
+        eos_token_ids: list[int] | None = None,
     ):
         names = [tool.name for tool in tools]
         if len(set(names)) != len(names):
@@ -194,7 +198,9 @@ class RolloutEngine:
         self.max_images_per_observation = max_images_per_observation
         self.system_prompt = system_prompt if system_prompt is not None else protocol.system_prompt(tools)
         self.sync_batch_size = sync_batch_size
-        self.eos_token_ids = {self.tokenizer.eos_token_id}
+        self.eos_token_ids = set(eos_token_ids or end_of_turn_token_ids(self.tokenizer))
+        # The eos tokens as text, longest first: the chat template's own end of turn is one of them.
+        self._eos_texts = sorted({self.tokenizer.decode([i]) for i in self.eos_token_ids}, key=len, reverse=True)
         self._loop = None
         self._loop_thread = None
         self.tool_wall_seconds: list[float] = []  # of the last run: wall time of each turn's concurrent tool calls
@@ -332,8 +338,10 @@ class RolloutEngine:
             shown.append(Observation(text=text, images=images, error=observation.error))
             context_text = self._observation_text(self.protocol.observation_message(shown[-1], action.name))
             if trajectory.completion_ids[-1] in self.eos_token_ids:
-                # The model already closed its turn itself (a turn without an action): do not close it twice.
-                context_text = context_text.removeprefix(self.tokenizer.decode(trajectory.completion_ids[-1]))
+                # The model already closed its turn itself, with any of its eos tokens (a turn without an action):
+                # the template's own end of turn is not written a second time.
+                closing = next((text for text in self._eos_texts if context_text.startswith(text)), "")
+                context_text = context_text.removeprefix(closing)
             texts.append(context_text)
         encoded = self._encode(texts, [observation.images for observation in shown])
         for trajectory, observation, (ids, pixel_values, image_grid_thw) in zip(

@@ -12,6 +12,7 @@ behind the recorder, instead of by ``generate`` from the generation config (whic
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -33,11 +34,16 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
+from ..families import end_of_turn_token_ids
+
 
 @dataclass
 class SamplingSettings:
-    """How tokens are drawn. Log-probabilities are recorded as ``log_softmax(logits / temperature)``, the quantity
-    TRL's training forward pass computes, so the two can be compared token by token."""
+    """How tokens are drawn: exactly these settings, whatever the checkpoint's ``generation_config.json`` says (a
+    released checkpoint often ships near-greedy values, such as Qwen2.5-VL-7B-Instruct's ``top_k 1, top_p 0.001``,
+    under which a GRPO group is eight copies of one completion). Log-probabilities are recorded as
+    ``log_softmax(logits / temperature)``, the quantity TRL's training forward pass computes, so the two can be
+    compared token by token. ``top_k`` 0 or ``None`` and ``min_p`` ``None`` disable those filters."""
 
     temperature: float = 1.0
     top_p: float = 1.0
@@ -45,6 +51,13 @@ class SamplingSettings:
     min_p: float | None = None
     repetition_penalty: float = 1.0
     do_sample: bool = True
+
+    def describe(self) -> str:
+        """One line for the logs of a run: the settings sampling really uses."""
+        if not self.do_sample:
+            return f"greedy decoding (repetition_penalty={self.repetition_penalty:g})"
+        return (f"sampling: temperature={self.temperature:g}, top_p={self.top_p:g}, top_k={self.top_k or 0}, "
+                f"min_p={self.min_p or 0:g}, repetition_penalty={self.repetition_penalty:g}")
 
 
 @dataclass
@@ -154,6 +167,45 @@ def _sampling_processors(settings: SamplingSettings, suppress_token_ids: list[in
     return processors
 
 
+def _neutral_generation_config(max_new_tokens: int, do_sample: bool, eos_token_ids: list[int],
+                               pad_token_id: int) -> GenerationConfig:
+    """A generation config under which ``generate`` changes no logits: the processors of ``_sampling_processors``
+    do all the sampling (behind the log-probability recorder). Every filter is set to its neutral value explicitly,
+    top_k included (``generate``'s own default is 50)."""
+    return GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        min_p=None,
+        typical_p=1.0,
+        epsilon_cutoff=0.0,
+        eta_cutoff=0.0,
+        repetition_penalty=1.0,
+        encoder_repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+        num_beams=1,
+        num_return_sequences=1,
+        eos_token_id=eos_token_ids,
+        pad_token_id=pad_token_id,
+        disable_compile=True,
+    )
+
+
+@contextlib.contextmanager
+def _checkpoint_defaults_ignored(model):
+    """``generate`` fills every field of the given config that is ``None`` from ``model.generation_config`` (the
+    checkpoint's ``generation_config.json``), so a field we do not name (``min_p``, a filter a later transformers adds)
+    would silently come from the checkpoint. For the duration of the call the model's config is a blank one."""
+    checkpoint_config = model.generation_config
+    model.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        model.generation_config = checkpoint_config
+
+
 def vision_inputs(requests) -> dict[str, torch.Tensor]:
     """``pixel_values`` and ``image_grid_thw`` of a batch, in the order the image pad tokens appear. ``requests`` are
     objects with those two attributes (``TurnRequest``, ``Trajectory``)."""
@@ -203,26 +255,16 @@ def generate_turn(
 
     recorder = _SampledLogprobRecorder(settings.temperature)
     action_stop = _ActionStop(tokenizer, stop_strings, prompt_length=width, rows=len(requests))
-    generation_config = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        do_sample=settings.do_sample,
-        # The sampling processors below replace the config's own; neutral values keep generate from adding them.
-        temperature=1.0,
-        top_k=None,
-        top_p=1.0,
-        eos_token_id=eos_token_ids,
-        pad_token_id=pad_id,
-        disable_compile=True,
-    )
     processors = [recorder, *_sampling_processors(settings, suppress_token_ids, device)]
     if forced_ids is not None:
         processors.append(_ForceTokens(forced_ids, prompt_length=width, eos_token_id=eos_token_ids[0]))
-    output = model.generate(
-        **inputs,
-        generation_config=generation_config,
-        logits_processor=LogitsProcessorList(processors),
-        stopping_criteria=StoppingCriteriaList([action_stop]),
-    )
+    with _checkpoint_defaults_ignored(model):
+        output = model.generate(
+            **inputs,
+            generation_config=_neutral_generation_config(max_new_tokens, settings.do_sample, eos_token_ids, pad_id),
+            logits_processor=LogitsProcessorList(processors),
+            stopping_criteria=StoppingCriteriaList([action_stop]),
+        )
     new_tokens = output[:, width:].cpu()
     if new_tokens.shape[1]:
         recorder.record_sampled(new_tokens[:, -1])
@@ -255,7 +297,7 @@ class TransformersTurnGenerator:
         self.tokenizer = getattr(processing_class, "tokenizer", processing_class)
         self.stop_strings = stop_strings
         self.settings = settings
-        self.eos_token_ids = eos_token_ids or [self.tokenizer.eos_token_id]
+        self.eos_token_ids = eos_token_ids or end_of_turn_token_ids(self.tokenizer, model_config)
         self.image_token_id = getattr(model_config, "image_token_id", None)
         pads = (self.image_token_id, getattr(model_config, "video_token_id", None))
         self.suppress_token_ids = [token_id for token_id in pads if token_id is not None]
