@@ -103,12 +103,13 @@ def descendants(pid: int) -> list[int]:
 
 
 def assert_bomb_is_cleared(sandbox: Sandbox) -> None:
-    """Within two seconds of the call, each worker's process tree is back to the worker and its spare session."""
+    """Within two seconds of the call, each worker's process tree is back to the worker, its zygote and its spare
+    session."""
     launchers = [worker._process.pid for worker in sandbox._workers]
     deadline = time.monotonic() + 2
-    while any(len(descendants(pid)) > 2 for pid in launchers) and time.monotonic() < deadline:
+    while any(len(descendants(pid)) > 3 for pid in launchers) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert [len(descendants(pid)) for pid in launchers] == [2] * len(launchers)
+    assert [len(descendants(pid)) for pid in launchers] == [3] * len(launchers)
 
 
 # --- the network -------------------------------------------------------------------------------------------
@@ -121,18 +122,27 @@ def test_cannot_connect_to_a_server_on_the_host_loopback(sandbox):
         server.settimeout(0.2)
         with pytest.raises(TimeoutError):
             server.accept()
-    assert "Network is unreachable" in result.error
+    assert "Address family not supported" in result.error
 
 
-def test_has_no_network_interface_but_a_dead_loopback(sandbox):
+def test_has_no_sockets_but_unix_ones(sandbox):
+    # IP, netlink, raw packets, and vsock, whose address space a virtual machine shares with its host.
+    families = ["AF_INET", "AF_INET6", "AF_NETLINK", "AF_PACKET", "AF_VSOCK"]
     code = (
         "import socket\n"
-        "print(socket.if_nameindex())\n"
-        "socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('127.0.0.1', 53))\n"
+        f"for family in {families!r}:\n"
+        "    try:\n"
+        "        socket.socket(getattr(socket, family), socket.SOCK_DGRAM)\n"
+        "        print(family, 'OPENED')\n"
+        "    except OSError as error:\n"
+        "        print(family, error.strerror)\n"
+        "left, right = socket.socketpair()\n"
+        "left.sendall(b'unix sockets work')\n"
+        "print(right.recv(100).decode())\n"
     )
     result = run(sandbox, code)
-    assert result.stdout == "[(1, 'lo')]\n"
-    assert "Network is unreachable" in result.error
+    refused = [f"{family} Address family not supported by protocol" for family in families]
+    assert result.stdout.splitlines() == [*refused, "unix sockets work"]
 
 
 # --- the trainer's secrets, files and processes ---------------------------------------------------------------
@@ -227,16 +237,21 @@ def test_killing_every_process_it_may_does_not_reach_the_pool(sandbox):
 
 def test_detached_processes_die_with_the_call(sandbox):
     code = (
-        "import os, subprocess\n"
-        "subprocess.Popen(['sleep', '987.651'], start_new_session=True)\n"
-        "if os.fork() == 0:\n"  # a classic daemon: fork, new session, fork again
-        "    os.setsid()\n"
+        "import os, signal, subprocess\n"
+        "subprocess.Popen(['sleep', '987.651'])\n"
+        "if os.fork() == 0:\n"  # a classic daemon: fork, new session (refused: it would leave the process group)
+        "    signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+        "    try:\n"
+        "        os.setsid()\n"
+        "    except PermissionError:\n"
+        "        print('setsid refused')\n"
         "    if os.fork() == 0:\n"
         "        os.execv('/bin/sleep', ['sleep', '987.652'])\n"
         "    os._exit(0)\n"
+        "os.wait()\n"
         "print('spawned')\n"
     )
-    assert run(sandbox, code).stdout == "spawned\n"
+    assert run(sandbox, code).stdout == "setsid refused\nspawned\n"
     deadline = time.monotonic() + 2
     while host_processes_with("987.65") and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -354,7 +369,7 @@ def test_huge_exception_message_is_cut(sandbox):
 def test_garbage_written_to_inherited_descriptors_is_contained(sandbox):
     code = "import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'\\xff' * 64)\n    except OSError:\n        pass"
     result = run(sandbox, code)
-    assert result.error is None or "could not be returned" in result.error
+    assert result.error is None or "malformed result" in result.error
 
 
 def test_tampering_with_the_runner_ends_at_the_timeout(sandbox):
@@ -466,7 +481,7 @@ def test_refuses_to_run_unisolated_unless_allowed():
     assert completed.returncode == 0, completed.stderr
     report = json.loads(completed.stdout.splitlines()[-1])
     assert "cannot isolate" in report["refused"] and "allow_unsafe=True" in report["refused"]
-    assert report["level"] == "none"
+    assert report["level"] == "partial"  # the syscall filter needs no privilege; no namespace could be made
     assert any("UNSAFELY" in message and "the network" in message for message in report["warned"])
-    assert report["stdout"] == "65534\n"  # still not root
+    assert int(report["stdout"]) in range(0x40000000, 0x7FFF0000)  # still not root: a uid of the session's own
     assert "time limit" in report["timeout"]

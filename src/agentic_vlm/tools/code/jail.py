@@ -5,19 +5,33 @@ forbids namespaces, some distributions forbid unprivileged user namespaces). The
 after it has imported numpy, Pillow and OpenCV and before it runs any code; the trainer process never calls them.
 
 Python 3.11 has no ``os.unshare`` or ``os.setns``, and no Python version wraps ``mount`` or ``pivot_root``, so
-they are called through ctypes.
+they are called through ctypes. The syscall filter is built with libseccomp, through ``pyseccomp``: a ctypes binding
+with the API of libseccomp's own Python bindings, which works with any Python (libseccomp's bindings are a C
+extension built for the distribution's Python only) and needs only ``libseccomp.so.2``, which Debian and Ubuntu
+install by default.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import platform
 import resource
 import signal
+import socket
 import sys
 
+try:  # imported before the private root hides the library cache it looks libseccomp up in
+    import pyseccomp as seccomp
+
+    SECCOMP_UNAVAILABLE = None
+except (ImportError, RuntimeError) as error:  # not installed, or no libseccomp.so.2 on this host
+    seccomp = None
+    SECCOMP_UNAVAILABLE = f"no syscall filter: {error} (pip install pyseccomp; apt-get install libseccomp2)"
+
 CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
@@ -45,7 +59,10 @@ PR_SET_NO_NEW_PRIVS = 38
 # glibc has no pivot_root wrapper; these are the syscall numbers of the architectures we know.
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217}
 
-NOBODY = 65534
+# A worker started by root runs each session as a uid of its own, drawn from this range (no user or file on a
+# host has them), so that the process limit (RLIMIT_NPROC counts per uid) is each session's own. Two sessions
+# share a uid, and with it the limit, once in about a billion draws.
+SESSION_UIDS = range(0x40000000, 0x7FFF0000)
 # The code's working directory: its session's private tmpfs. Not /work, /home or the like: the Python
 # installation is bound at its host path, and a venv may well live there.
 SESSION_DIR = "/sandbox"
@@ -234,7 +251,7 @@ def can_nest_pid_namespaces(own_namespace: int) -> bool:
 def drop_privileges(run_as: tuple[int, int] | None) -> None:
     """Give up every capability for good, and switch to ``run_as`` (uid, gid) when given.
 
-    A worker started by root runs the code as ``nobody``. A worker in its own user namespace runs it as that
+    A worker started by root runs each session as a uid of its own. A worker in its own user namespace runs it as that
     namespace's root (our unprivileged host user), so it empties the bounding set too: otherwise an ``execve``
     by uid 0 would grant the full set again, enough to remount the read-only directories writable.
     """
@@ -290,3 +307,70 @@ def address_space_size() -> int:
     """This process's virtual memory size in bytes (RLIMIT_AS counts it, so limits are set relative to it)."""
     with open("/proc/self/statm") as file:
         return int(file.read().split()[0]) * resource.getpagesize()
+
+
+# Syscalls the code never needs and that widen what it can reach of the kernel: creating or entering namespaces (a
+# user namespace makes its creator root in it, with the kernel's mount and network code in reach), mounts, tracing
+# or reading other processes, kernel keyrings, BPF, performance counters, userfaultfd (a staple of kernel exploits),
+# io_uring (whose operations bypass this filter), file handles (which open files past mount boundaries), and
+# leaving the session's process group (the worker stops and kills sessions by process group).
+DENIED_SYSCALLS = (
+    "unshare", "setns", "mount", "umount2", "pivot_root", "chroot",
+    "fsopen", "fsconfig", "fsmount", "fspick", "move_mount", "open_tree", "mount_setattr",
+    "ptrace", "process_vm_readv", "process_vm_writev",
+    "keyctl", "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd",
+    "io_uring_setup", "io_uring_enter", "io_uring_register",
+    "name_to_handle_at", "open_by_handle_at",
+    "setsid", "setpgid",
+)  # fmt: skip
+_NAMESPACE_FLAGS = (
+    CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET
+)  # fmt: skip
+# clone's flags are its first argument, except on s390x where the stack comes first.
+_CLONE_FLAGS_ARGUMENT = 1 if platform.machine() == "s390x" else 0
+
+
+def syscall_filter():
+    """The seccomp filter of every session: allows all but :data:`DENIED_SYSCALLS` (EPERM), ``clone`` with a
+    namespace flag (EPERM), ``clone3`` (ENOSYS: a BPF filter cannot read its flags, which it takes in memory, and
+    on ENOSYS glibc falls back to ``clone``), and sockets other than Unix sockets (EAFNOSUPPORT: no IP, no
+    netlink, no vsock, which reaches the host of a virtual machine).
+
+    Built once in the worker (see :func:`load_syscall_filter`); raises ``OSError`` where libseccomp is missing.
+    """
+    if seccomp is None:
+        raise OSError(SECCOMP_UNAVAILABLE)
+    rules = seccomp.SyscallFilter(seccomp.ALLOW)  # other architectures' syscalls kill the process (the default)
+    for name in DENIED_SYSCALLS:
+        rules.add_rule(seccomp.ERRNO(errno.EPERM), name)
+    for flag in _NAMESPACE_FLAGS:
+        rules.add_rule(
+            seccomp.ERRNO(errno.EPERM), "clone", seccomp.Arg(_CLONE_FLAGS_ARGUMENT, seccomp.MASKED_EQ, flag, flag)
+        )
+    rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
+    for name in ("socket", "socketpair"):
+        rules.add_rule(seccomp.ERRNO(errno.EAFNOSUPPORT), name, seccomp.Arg(0, seccomp.NE, socket.AF_UNIX))
+    return rules
+
+
+def load_syscall_filter(rules) -> None:
+    """Apply ``rules`` to this process and to everything it starts, for good. Needs no privilege once
+    ``PR_SET_NO_NEW_PRIVS`` is set (:func:`drop_privileges` sets it)."""
+    rules.load()
+
+
+def syscall_filter_works(rules) -> bool:
+    """Whether :func:`load_syscall_filter` takes effect here: a throwaway child loads it and tries what it denies."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            prctl(PR_SET_NO_NEW_PRIVS, 1)
+            load_syscall_filter(rules)
+            try:
+                unshare(CLONE_NEWUSER)
+                os._exit(1)
+            except OSError as error:
+                os._exit(0 if error.errno == errno.EPERM else 1)
+        except BaseException:
+            os._exit(1)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0

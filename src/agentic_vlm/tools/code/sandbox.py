@@ -7,8 +7,9 @@ hands each call to an idle worker. Calls block the calling thread (the code tool
 a call fails, training does not.
 
 What a call may do is bounded by :class:`SandboxConfig`. Every limit is enforced outside the code's reach: by
-the kernel (namespaces, rlimits, tmpfs sizes) or by the worker, which kills the code's whole session at the
-deadline and caps what it forwards.
+the kernel (namespaces, rlimits, tmpfs sizes, a seccomp filter) or by the worker, which kills the code's whole
+session at the deadline and caps what it forwards. Nothing a worker sends is trusted either: its replies are read
+with limits on their size and nesting (checked before anything is allocated) and checked field by field.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .wire import Buffer, FrameError, FrameMemory, read_frame, widen_pipe, write_frame
+from .wire import Buffer, FrameError, FrameMemory, check_result, read_frame, widen_pipe, write_frame
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +52,11 @@ _WORKER_ENVIRONMENT = {
 _STARTUP_TIMEOUT_S = 60.0
 # How long past a call's timeout the worker itself may take to answer before we consider it broken.
 _WORKER_GRACE_S = 5.0
-# Without a private root, the code (as nobody) must reach its working directory under the pool's directory,
+# Without a private root, the code (unprivileged) must reach its working directory under the pool's directory,
 # but not list it, which would show the other sessions' directories.
 _TRAVERSE_ONLY = 0o711
+# Sessions whose loss is still to be told to their trajectory, beyond the kept ones (see Sandbox._lost).
+_LOST_SESSIONS_KEPT = 4096
 
 
 @dataclass(frozen=True)
@@ -65,20 +68,25 @@ class SandboxConfig:
             OpenCV in memory (about 100 MB).
         timeout_s: Wall-clock limit of one call; the code's whole session is killed when it passes. The CPU
             time limit is the same number of seconds, rounded up.
-        memory_mb: Memory (address space) the code may allocate, beyond what the warm worker already maps.
-        max_processes: Processes and threads the code may run at once, beyond the pool's own session
-            processes. Stops fork bombs. Enforced with RLIMIT_NPROC, which counts every process of the user the
-            code runs as: when the trainer runs as root that is uid 65534 (nobody), so the count also includes
-            other pools' sessions and any other process of nobody on the host.
+        memory_mb: Memory (address space) each process of the code may allocate, beyond what the warm worker
+            already maps (RLIMIT_AS: per process, so a session may hold up to ``max_processes`` times this).
+        max_processes: Processes and threads the code of one session may run at once. Stops fork bombs.
+            Enforced with RLIMIT_NPROC, which counts every process of the user the code runs as: when the trainer
+            runs as root, each session runs as a uid of its own, so the limit is each session's own; in a user
+            namespace (trainer not root) all sessions share one uid, and the limit is raised by the pool's own
+            session processes and shared by all of them, as :attr:`Sandbox.isolation` reports.
         file_size_mb: Largest file the code may write.
         work_dir_mb: Size of the code's private working directory and of its /tmp (each a tmpfs).
         max_output_bytes: What the code prints (stdout and stderr together) beyond this is cut, with a note.
         max_images: Images returned per call; more become a note.
         max_image_pixels: Larger returned images are downscaled to this many pixels, with a note.
+        max_input_pixels: A call with a larger input image fails with an error that says so, before the image
+            is decoded (a small compressed file can hold an image of gigabytes).
         max_sessions: Persistent sessions kept at once; past this the least recently used one ends.
         allow_unsafe: Run even where the host does not allow full isolation (own network, filesystem and
-            process namespaces). Only for trusted code on a machine you do not share: the code may then reach
-            the network, the host's files, or the trainer's processes, as :attr:`Sandbox.isolation` reports.
+            process namespaces, and a seccomp filter). Only for trusted code on a machine you do not share: the
+            code may then reach the network, the host's files, the trainer's processes or more of the kernel, as
+            :attr:`Sandbox.isolation` reports.
     """
 
     workers: int = 2
@@ -90,6 +98,8 @@ class SandboxConfig:
     max_output_bytes: int = 8192
     max_images: int = 4
     max_image_pixels: int = 1024 * 1024
+    # HR-Bench 8K's images (7680x4320) pass; an RGB image at this limit decodes to 120 MB.
+    max_input_pixels: int = 40_000_000
     max_sessions: int = 64
     allow_unsafe: bool = False
 
@@ -102,37 +112,51 @@ class SandboxConfig:
 
 @dataclass(frozen=True)
 class Isolation:
-    """What confinement the host allowed. ``level`` is ``full`` only when all three namespaces work."""
+    """What confinement the host allowed. ``level`` is ``full`` only when all three namespaces and the syscall
+    filter work; ``session_uids`` says whether each session has a process limit of its own (see
+    :attr:`SandboxConfig.max_processes`)."""
 
     network: bool
     filesystem: bool
     processes: bool
+    syscall_filter: bool
+    session_uids: bool
     user: str
     problems: tuple[str, ...] = ()
 
     @property
     def level(self) -> str:
-        reached = (self.network, self.filesystem, self.processes)
+        reached = (self.network, self.filesystem, self.processes, self.syscall_filter)
         return "full" if all(reached) else "partial" if any(reached) else "none"
 
     def missing(self) -> list[str]:
-        """What the code can reach, in words, for each namespace that is missing."""
+        """What the code can reach, in words, for each confinement that is missing."""
         return [
             what
             for reached, what in (
                 (self.network, "the network (no network namespace)"),
                 (self.filesystem, "the host's files (no private root: mount namespace or pivot_root refused)"),
                 (self.processes, "other processes (no PID namespace), and what it starts may outlive the call"),
+                (
+                    self.syscall_filter,
+                    "all of the kernel's syscalls (no seccomp filter): namespaces, mounts, ptrace, BPF, any socket;"
+                    " and what it detaches from its process group runs on between calls",
+                ),
             )
             if not reached
         ]
 
     def describe(self) -> str:
+        limit = "per session" if self.session_uids else "shared by all sessions (one uid)"
         if self.level == "full":
-            reached = "own network, mount and PID namespaces; private read-only root"
-            return f"isolation full: {reached}; code runs as {self.user}"
+            reached = (
+                "own network, mount and PID namespaces; private read-only root; seccomp filter (libseccomp: no"
+                " namespaces, mounts, ptrace, BPF, perf, keyrings, userfaultfd, io_uring; Unix sockets only);"
+                " kept sessions stopped between calls"
+            )
+            return f"isolation full: {reached}; code runs as {self.user}; process limit {limit}"
         missing = "; ".join(self.missing())
-        return f"isolation {self.level}: the code can reach {missing}; code runs as {self.user}"
+        return f"isolation {self.level}: the code can reach {missing}; code runs as {self.user}; process limit {limit}"
 
 
 @dataclass
@@ -195,9 +219,10 @@ class _WorkerProcess:
             "timeout_s": config.timeout_s,
             "cpu_seconds": math.ceil(config.timeout_s),
             "memory_mb": config.memory_mb,
-            # RLIMIT_NPROC counts every process of the code's user: the pool's own are one per kept session, plus
-            # per worker a spare and the call's session (and, in a user namespace, the worker and its launcher).
-            "max_processes": config.max_processes + config.max_sessions + 4 * config.workers,
+            "max_processes": config.max_processes,
+            # Where all sessions share a uid, RLIMIT_NPROC counts the pool's own processes too: one per kept
+            # session, plus per worker a spare, the call's session, the zygote, the worker and its launcher.
+            "pool_processes": config.max_sessions + 5 * config.workers,
             "file_size_mb": config.file_size_mb,
             "work_dir_mb": config.work_dir_mb,
             "max_output_bytes": config.max_output_bytes,
@@ -223,9 +248,9 @@ class _WorkerProcess:
         self.wait_ready()
         deadline = time.monotonic() + self.config.timeout_s + _WORKER_GRACE_S
         write_frame(self._process.stdin.fileno(), request, blobs, deadline)
-        # The images, then text: JSON writes a byte of output as at most six, and error text is capped inside.
-        max_bytes = 3 * self.config.max_images * self.config.max_image_pixels + 6 * self.config.max_output_bytes
-        return read_frame(self._process.stdout.fileno(), deadline, max_bytes + (4 << 20), self._replies)
+        pixels = 3 * self.config.max_images * self.config.max_image_pixels
+        header_bytes = _reply_header_bytes(self.config)
+        return read_frame(self._process.stdout.fileno(), deadline, pixels + header_bytes, self._replies, header_bytes)
 
     def stop(self) -> None:
         """Stop the worker and everything it started (its sessions die with it: parent death signal)."""
@@ -266,6 +291,8 @@ class Sandbox:
         self._lock = threading.Condition()
         # Session key -> (worker that holds it, that worker's generation when it was created).
         self._sessions: OrderedDict[str, tuple[_WorkerProcess, int]] = OrderedDict()
+        # Session key -> why it was ended without its trajectory asking, told on the trajectory's next call.
+        self._lost: OrderedDict[str, str] = OrderedDict()
         self._closed = False
         try:
             for worker in self._workers:
@@ -292,8 +319,19 @@ class Sandbox:
 
     def run(self, code: str, images: list[Image.Image] = (), session: str | None = None) -> ExecutionResult:
         """Run ``code`` with ``images`` as its input images. With a ``session`` key, the variables of earlier calls
-        with the same key are still there. Blocks until a worker is free and the call is done."""
-        worker, state_lost = self._acquire(session)
+        with the same key are still there; if they were lost since (their worker was restarted, the session was
+        ended to make room, or its process died), the result's first note says so. Blocks until a worker is free
+        and the call is done."""
+        oversized = [
+            f"input image {index + 1} is {image.width}x{image.height}"
+            for index, image in enumerate(images)
+            if image.width * image.height > self.config.max_input_pixels  # read from the file's header: not decoded
+        ]
+        if oversized:
+            limit = self.config.max_input_pixels
+            error = f"The code was not run: {'; '.join(oversized)}, more than the limit of {limit} pixels per image."
+            return ExecutionResult(stdout="", error=error)
+        worker, lost = self._acquire(session)
         try:
             with self._lock:
                 releases, worker.pending_releases = worker.pending_releases, []
@@ -308,14 +346,14 @@ class Sandbox:
             }
             try:
                 reply, blobs = worker.call(request, [image.tobytes() for image in inputs])
+                result, alive, lost_in_worker = _parse_reply(reply, blobs, self.config)
             except _WORKER_FAILURES as error:
                 logger.warning("code sandbox worker %d failed (%r); restarting it", worker.index, error)
                 worker.restart()
                 return ExecutionResult(stdout="", error=f"The sandbox failed while running the code ({error!r}).")
-            result, valid = _parse_reply(reply, blobs, self.config)
-            self._record_session(session, worker, alive=reply["session_alive"] and valid)
-            if state_lost:
-                result.notes.insert(0, "(the session's earlier variables were lost: its worker was restarted)")
+            self._record_session(session, worker, alive)
+            if lost or lost_in_worker:
+                result.notes.insert(0, f"(the session's earlier variables were lost: {lost or lost_in_worker})")
             return result
         finally:
             self._give_back(worker)
@@ -323,6 +361,7 @@ class Sandbox:
     def release(self, session: str) -> None:
         """End a persistent session and free what it holds. Does not wait for a busy worker."""
         with self._lock:
+            self._lost.pop(session, None)
             holder = self._sessions.pop(session, None)
             if holder is None or holder[1] != holder[0].generation:
                 return
@@ -357,24 +396,24 @@ class Sandbox:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def _acquire(self, session: str | None) -> tuple[_WorkerProcess, bool]:
+    def _acquire(self, session: str | None) -> tuple[_WorkerProcess, str | None]:
         """The worker that holds ``session`` or, for a new or no session, the idle worker holding the fewest
-        sessions; and whether the session's earlier state was lost (its worker restarted since)."""
+        sessions; and why the session's earlier state was lost, if it was."""
         with self._lock:
-            state_lost = False
+            lost = self._lost.pop(session, None) if session is not None else None
             while True:
                 if self._closed:
                     raise RuntimeError("the sandbox is closed")
                 holder = self._sessions.get(session) if session is not None else None
                 if holder is not None and holder[1] != holder[0].generation:
                     del self._sessions[session]
-                    holder, state_lost = None, True
+                    holder, lost = None, "its worker was restarted"
                 candidates = [holder[0]] if holder is not None else self._workers
                 idle = [worker for worker in candidates if not worker.busy]
                 if idle:
                     worker = min(idle, key=lambda w: sum(held is w for held, _ in self._sessions.values()))
                     worker.busy = True
-                    return worker, state_lost
+                    return worker, lost
                 self._lock.wait()
 
     def _give_back(self, worker: _WorkerProcess) -> None:
@@ -396,6 +435,10 @@ class Sandbox:
                 evicted, (holder, generation) = self._sessions.popitem(last=False)
                 if generation == holder.generation:
                     holder.pending_releases.append(evicted)
+                limit = self.config.max_sessions
+                self._lost[evicted] = f"it was ended to keep at most {limit} sessions (max_sessions)"
+                while len(self._lost) > _LOST_SESSIONS_KEPT:
+                    self._lost.popitem(last=False)
 
 
 def _as_transferable(image: Image.Image) -> Image.Image:
@@ -404,44 +447,33 @@ def _as_transferable(image: Image.Image) -> Image.Image:
     return image if image.mode in ("RGB", "L") else image.convert("RGB")
 
 
-def _parse_reply(reply: dict, blobs: list[Buffer], config: SandboxConfig) -> tuple[ExecutionResult, bool]:
-    """Turn a worker's reply into a result, and say whether the code's process answered validly.
-
-    The worker's own fields are trusted; its ``result`` comes from the code's process, so it is checked field by
-    field and anything malformed becomes an error result (and that session is ended).
-    """
-    notes = []
-    if reply["stdout_dropped"]:
-        notes.append(f"(output truncated: {reply['stdout_dropped']} more bytes were not shown)")
-    if reply["failure"] is not None:
-        return ExecutionResult(stdout=reply["stdout"], error=reply["failure"], notes=notes), True
+def _parse_reply(reply: dict, blobs: list[Buffer], config: SandboxConfig) -> tuple[ExecutionResult, bool, str | None]:
+    """Turn a worker's reply into a result; also say whether the call's session lives on, and why the session's
+    earlier process was lost, if the worker found it so. Raises ``FrameError`` if the reply is malformed (the worker
+    checked what the code's process sent, so that means the worker itself is broken)."""
     try:
-        error, more_notes, images = _check_result(reply["result"], blobs, config)
+        stdout, dropped, failure = reply["stdout"], reply["stdout_dropped"], reply["failure"]
+        alive, lost = reply["session_alive"], reply["lost"]
+        if not (isinstance(stdout, str) and type(dropped) is int and isinstance(alive, bool)):
+            raise TypeError("stdout, stdout_dropped or session_alive of the wrong type")
+        if not all(text is None or isinstance(text, str) for text in (failure, lost)):
+            raise TypeError("failure or lost is not text")
+        limits = (config.max_images, config.max_image_pixels, config.max_output_bytes)
+        result = None if failure is not None else check_result(reply["result"], blobs, *limits)
     except (KeyError, TypeError, ValueError) as problem:
-        error = f"The code's process returned a malformed result ({problem}); its session was ended."
-        return ExecutionResult(stdout=reply["stdout"], error=error, notes=notes), False
-    return ExecutionResult(stdout=reply["stdout"], images=images, error=error, notes=notes + more_notes), True
+        raise FrameError(f"malformed reply from the sandbox worker: {problem}") from None
+    notes = [f"(output truncated: {dropped} more bytes were not shown)"] if dropped else []
+    if result is None:
+        return ExecutionResult(stdout=stdout, error=failure, notes=notes), alive, lost
+    images = [Image.frombytes("RGB", tuple(size), blob) for size, blob in zip(result["images"], blobs, strict=True)]
+    return ExecutionResult(stdout, images, result["error"], notes + result["notes"]), alive, lost
 
 
-def _check_result(result: dict, blobs: list[Buffer], config: SandboxConfig):
-    error, notes, sizes = result["error"], result["notes"], result["images"]
-    if not (error is None or isinstance(error, str)):
-        raise TypeError("error is not text")
-    if not (
-        isinstance(notes, list) and len(notes) <= config.max_images + 1 and all(isinstance(n, str) for n in notes)
-    ):
-        raise TypeError("notes are not a short list of text")
-    if not isinstance(sizes, list) or len(sizes) != len(blobs) or len(sizes) > config.max_images:
-        raise ValueError("more images than allowed")
-    images = []
-    for (width, height), blob in zip(sizes, blobs, strict=True):
-        if not (type(width) is int and type(height) is int and width > 0 and height > 0):
-            raise ValueError("an image of invalid size")
-        if width * height > config.max_image_pixels or len(blob) != width * height * 3:
-            raise ValueError("an image larger than allowed")
-        images.append(Image.frombytes("RGB", (width, height), blob))
-    limit = config.max_output_bytes
-    return error and error[:limit], [note[:limit] for note in notes], images
+def _reply_header_bytes(config: SandboxConfig) -> int:
+    """The largest reply header a worker sends: its texts (output, error, notes) are cut to ``max_output_bytes``
+    bytes or characters each, and JSON writes a character as at most 12 bytes (one outside Unicode's basic plane as
+    two ``\\uXXXX``); the rest of the header is small."""
+    return 12 * config.max_output_bytes * (config.max_images + 3) + (64 << 10)
 
 
 def _weakest(reports: list[dict]) -> Isolation:
@@ -450,6 +482,8 @@ def _weakest(reports: list[dict]) -> Isolation:
         network=all(report["network"] for report in reports),
         filesystem=all(report["filesystem"] for report in reports),
         processes=all(report["processes"] for report in reports),
+        syscall_filter=all(report["syscall_filter"] for report in reports),
+        session_uids=all(report["session_uids"] for report in reports),
         user=reports[0]["user"],
         problems=tuple(dict.fromkeys(problem for report in reports for problem in report["problems"])),
     )

@@ -6,6 +6,10 @@ only parses JSON and copies pixels.
 
 Every read and write can take a deadline (a ``time.monotonic()`` value), so that a silent or flooding peer costs
 at most its timeout. Reads never go past the end of the current frame, so frames on one pipe cannot interleave.
+A reader states how large a frame and its header may be, and both are checked on the frame's first 12 bytes, before
+anything is allocated; a header is parsed only once a linear scan has shown it nests no deeper than
+:data:`MAX_HEADER_DEPTH` and holds at most :data:`MAX_HEADER_CONTAINERS` lists and objects (Python's JSON parser
+recurses, and a header of millions of ``{}`` would cost hundreds of megabytes).
 
 This module runs on both sides of the sandbox, so it imports nothing beyond the standard library.
 """
@@ -16,6 +20,7 @@ import fcntl
 import json
 import mmap
 import os
+import re
 import select
 import struct
 import time
@@ -27,6 +32,12 @@ Buffer = bytes | bytearray | memoryview
 _PREFIX = struct.Struct("<IQ")
 _CHUNK = 1 << 20
 _F_SETPIPE_SZ = 1031  # Linux only
+# Every header of this protocol nests at most four deep and holds a few lists per image.
+MAX_HEADER_DEPTH = 8
+MAX_HEADER_CONTAINERS = 4096
+DEFAULT_MAX_HEADER_BYTES = 1 << 20
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_ALL_BUT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
 
 
 class FrameError(ValueError):
@@ -61,13 +72,17 @@ class FrameMemory:
 
 
 class FrameReader:
-    """Assembles one frame, read straight from a pipe into its buffer; refuses frames larger than ``max_bytes``.
+    """Assembles one frame, read straight from a pipe into its buffer; refuses frames larger than ``max_bytes`` or
+    with a header larger than ``max_header_bytes``.
 
     The buffer comes from ``memory`` when given (see :class:`FrameMemory`), otherwise it is a new one.
     """
 
-    def __init__(self, max_bytes: int, memory: FrameMemory | None = None):
+    def __init__(
+        self, max_bytes: int, memory: FrameMemory | None = None, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    ):
         self.max_bytes = max_bytes
+        self.max_header_bytes = max_header_bytes
         self._memory = memory
         self._buffer: bytearray | memoryview = bytearray(_PREFIX.size)
         self._filled = 0
@@ -89,6 +104,8 @@ class FrameReader:
             size = _PREFIX.size + head_size + blobs_size
             if size > self.max_bytes:
                 raise FrameError(f"frame of {size} bytes exceeds the limit of {self.max_bytes} bytes")
+            if head_size > self.max_header_bytes:
+                raise FrameError(f"frame header of {head_size} bytes exceeds the limit of {self.max_header_bytes} bytes")
             prefix = self._buffer
             self._buffer = bytearray(size) if self._memory is None else self._memory.take(size)
             self._buffer[: _PREFIX.size] = prefix
@@ -101,10 +118,7 @@ class FrameReader:
             raise FrameError("frame is incomplete")
         head_size, blobs_size = _PREFIX.unpack_from(self._buffer)
         end = _PREFIX.size + head_size
-        try:
-            header = json.loads(bytes(self._buffer[_PREFIX.size : end]))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise FrameError(f"frame header is not JSON: {error}") from None
+        header = parse_header(bytes(self._buffer[_PREFIX.size : end]))
         sizes = header.get("blobs") if isinstance(header, dict) else None
         if not (
             isinstance(sizes, list) and all(type(n) is int and n >= 0 for n in sizes) and sum(sizes) == blobs_size
@@ -118,12 +132,34 @@ class FrameReader:
         return header, blobs
 
 
+def parse_header(data: bytes):
+    """A frame header's JSON, refused (``FrameError``) if it nests deeper than :data:`MAX_HEADER_DEPTH` or holds
+    more than :data:`MAX_HEADER_CONTAINERS` lists and objects. The check scans the text without recursion and
+    without building anything: strings are blanked out (brackets in them do not count), then brackets counted."""
+    skeleton = _JSON_STRING.sub(b'""', data).translate(None, _ALL_BUT_BRACKETS)
+    if len(skeleton) > 2 * MAX_HEADER_CONTAINERS:
+        raise FrameError(f"frame header holds more than {MAX_HEADER_CONTAINERS} lists and objects")
+    depth = 0
+    for bracket in skeleton:
+        depth += 1 if bracket in b"[{" else -1
+        if depth > MAX_HEADER_DEPTH:
+            raise FrameError(f"frame header nests deeper than {MAX_HEADER_DEPTH}")
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise FrameError(f"frame header is not JSON: {error}") from None
+
+
 def read_frame(
-    fd: int, deadline: float | None = None, max_bytes: int = 1 << 34, memory: FrameMemory | None = None
+    fd: int,
+    deadline: float | None = None,
+    max_bytes: int = 1 << 34,
+    memory: FrameMemory | None = None,
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
 ) -> tuple[dict, list[memoryview]]:
     """Read one frame from ``fd`` (into ``memory`` if given). Raises ``EOFError`` if the peer closes,
-    ``TimeoutError`` past ``deadline``."""
-    reader = FrameReader(max_bytes, memory)
+    ``TimeoutError`` past ``deadline``, ``FrameError`` if it is malformed or larger than allowed."""
+    reader = FrameReader(max_bytes, memory, max_header_bytes)
     while reader.missing:
         wait_until_ready(fd, select.POLLIN, deadline)
         if not reader.read_from(fd):
@@ -162,3 +198,31 @@ def widen_pipe(fd: int) -> None:
         fcntl.fcntl(fd, _F_SETPIPE_SZ, _CHUNK)
     except OSError:
         pass  # not Linux, or past the user's pipe-buffer quota: the default size works, only slower
+
+
+def check_result(header, blobs: Sequence[Buffer], max_images: int, max_image_pixels: int, max_chars: int) -> dict:
+    """The header of a session's result frame (see ``runner.serve``), checked field by field: ``error`` (text or
+    None), ``notes`` (at most ``max_images + 1`` texts) and ``images`` (a [width, height] per RGB blob, at most
+    ``max_images`` of at most ``max_image_pixels`` each). Returns it rebuilt from the checked fields, texts cut to
+    ``max_chars``; raises ``ValueError`` naming the first field that is malformed.
+
+    The worker checks what the session sent before passing it on, and the trainer checks what the worker sent."""
+    if not isinstance(header, dict):
+        raise ValueError("the result is not an object")
+    error, notes, sizes = header.get("error"), header.get("notes"), header.get("images")
+    if not (error is None or isinstance(error, str)):
+        raise ValueError("error is not text")
+    if not (isinstance(notes, list) and len(notes) <= max_images + 1 and all(isinstance(n, str) for n in notes)):
+        raise ValueError("notes are not a short list of text")
+    if not (isinstance(sizes, list) and len(sizes) == len(blobs) and len(sizes) <= max_images):
+        raise ValueError("more images than allowed, or not one size per image")
+    for size, blob in zip(sizes, blobs, strict=True):
+        if not (isinstance(size, list) and len(size) == 2 and all(type(n) is int and n > 0 for n in size)):
+            raise ValueError("an image of invalid size")
+        if size[0] * size[1] > max_image_pixels or len(blob) != size[0] * size[1] * 3:
+            raise ValueError("an image larger than allowed, or not as large as its size says")
+    return {
+        "error": None if error is None else error[:max_chars],
+        "notes": [note[:max_chars] for note in notes],
+        "images": [list(size) for size in sizes],
+    }

@@ -9,17 +9,27 @@ Process tree of one worker::
 
     launcher      the process the trainer started; only waits for the worker (a new PID namespace needs a child)
     └── worker    PID 1 of its own PID namespace; own user (if not root), network, IPC, UTS and mount
-        │         namespaces; the private read-only root; never runs code
-        └── session   PID 1 of a PID namespace of its own, own mount namespace showing only its /sandbox and
-                      /tmp, unprivileged, under rlimits: runs the code (runner.py), one call or a whole session
+        │         namespaces; the private read-only root; reads the calls, never runs code
+        └── zygote    forked by the worker before the first call arrives; forks every session, reaps them, and
+            │         reports their ends to the worker; never sees a call
+            └── session   PID 1 of a PID namespace of its own, own mount namespace showing only its /sandbox and
+                          /tmp, its own uid (when the trainer runs as root), rlimits, a seccomp filter: runs the
+                          code (runner.py), one call or a whole session
 
-A session is forked from the warm worker (a few milliseconds, nothing to import), and the worker keeps one
-spare session forked ahead so that a call does not wait for it; the spare rehearses a small image edit while
-it waits, so that the call does not pay for the pages a fresh fork copies on first touch (runner.rehearse).
-Each session has its own tmpfs, which the worker mounts where it can write the call's input images into it
-(as PPM files, straight from the trainer's bytes). When the first process of a PID namespace dies, everything else in it dies: whatever the code started,
-however it detached, ends with its session. A call without a session key gets a session of its own that ends
-after the call; a call with a key reuses that key's session, so variables persist across calls.
+Sessions come from the zygote, not from the worker, so that none inherits the memory of a process that has held
+another call's code, output or images: a forked process can read every page of its parent's heap, freed objects
+included. The zygote keeps one spare session forked ahead so that a call does not wait for the fork; the spare
+rehearses a small image edit while it waits, so that the call does not pay for the pages a fresh fork copies on
+first touch (runner.rehearse). Each session has its own tmpfs, which the worker mounts where it can write the call's
+input images into it (as PPM files, straight from the trainer's bytes). When the first process of a PID namespace
+dies, everything else in it dies: whatever the code started, however it detached, ends with its session. A call
+without a session key gets a session of its own that ends after the call; a call with a key reuses that key's
+session, so variables persist across calls. Between its calls a kept session is stopped (SIGSTOP to its process
+group, which the syscall filter keeps the code from leaving), so threads and processes it left running use no CPU.
+
+Whatever a session sends is untrusted: its result frame is read with size and nesting limits and checked field by
+field, and the worker rebuilds its reply from the checked fields, so that nothing a session writes can crash the
+worker (and with it the other sessions) or make the reply larger than the trainer accepts.
 
 It runs as a script, outside the ``agentic_vlm`` package (whose import would load the trainer), so it and
 :mod:`runner` import their siblings by plain name: ``jail``, ``runner``, ``wire``.
@@ -31,7 +41,9 @@ import contextlib
 import errno
 import gc
 import itertools
+import json
 import os
+import random
 import select
 import shutil
 import signal
@@ -44,13 +56,24 @@ import traceback
 
 import jail
 import runner
-from wire import Buffer, FrameError, FrameMemory, FrameReader, read_frame, widen_pipe, write_frame
+from wire import (
+    Buffer,
+    FrameError,
+    FrameMemory,
+    FrameReader,
+    check_result,
+    read_frame,
+    wait_until_ready,
+    widen_pipe,
+    write_frame,
+)
 
 # Room for the header of a session's result frame, beyond its images' pixels.
 _RESULT_HEADER_BYTES = 1 << 20
+# The trainer's calls: the code and the names of sessions to end (the trainer is trusted; this only bounds a bug).
+_REQUEST_HEADER_BYTES = 64 << 20
 _DRAIN_BYTES = 1 << 20
-# How long a call runs before the worker forks the next spare session while it waits (see Worker._call).
-_SPARE_DELAY_S = 0.001
+_ZYGOTE_MESSAGE_BYTES = 4096
 
 
 def main() -> None:
@@ -72,7 +95,8 @@ class Confinement:
         self.problems: list[str] = []
         self.network = self.filesystem = self.processes = self.private_tmp = False
         self.pid_namespace: int | None = None  # descriptor of the worker's own PID namespace
-        self.run_as: tuple[int, int] | None = None  # the user that runs the code, when the worker is root
+        self.session_uids = False  # each session runs as a uid of its own (the worker is root on the host)
+        self.syscall_rules = None  # the seccomp filter of the sessions, once it is known to work here
         self.user = ""
 
     def attempt(self, what: str, step) -> bool:
@@ -86,14 +110,14 @@ class Confinement:
     @property
     def report(self) -> dict:
         reached = {"network": self.network, "filesystem": self.filesystem, "processes": self.processes}
-        return {**reached, "user": self.user, "problems": self.problems}
+        more = {"syscall_filter": self.syscall_rules is not None, "session_uids": self.session_uids}
+        return {**reached, **more, "user": self.user, "problems": self.problems}
 
 
 def confine(directory: str) -> Confinement:
     """Confine this process as far as the host allows (it goes on in a child of the calling process)."""
     reached = Confinement()
     jail.die_with_parent()
-    jail.adopt_orphans()  # without a PID namespace, what sessions leave behind comes to us to reap
     host_uid = os.geteuid()
     user_namespace = host_uid != 0 and reached.attempt("user namespace", jail.enter_user_namespace)
     reached.network = reached.attempt("network namespace", lambda: jail.unshare(jail.CLONE_NEWNET))
@@ -116,8 +140,17 @@ def confine(directory: str) -> Confinement:
         if not reached.processes:
             reached.problems.append("PID namespace: sessions cannot get their own")
     reached.filesystem = reached.attempt("private root", private_root)
+
+    def syscall_filter() -> None:
+        rules = jail.syscall_filter()
+        if not jail.syscall_filter_works(rules):
+            raise OSError("it loads but does not take effect")
+        reached.syscall_rules = rules
+
+    reached.attempt("syscall filter", syscall_filter)
     if host_uid == 0:
-        reached.run_as, reached.user = (jail.NOBODY, jail.NOBODY), f"uid {jail.NOBODY} (nobody), no capabilities"
+        reached.session_uids = True
+        reached.user = "a uid of its own per session, no capabilities"
     elif user_namespace:
         reached.user = f"root of a private user namespace (host uid {host_uid}), no capabilities"
     else:
@@ -129,13 +162,14 @@ class Session:
     """The worker's handle on one session: its process, the pipes to and from it, and its working directory as
     the worker sees it."""
 
-    def __init__(self, pid: int, request: int, result: int, output: int, directory: str):
+    def __init__(self, pid: int, request: int, result: int, output: int, directory: str, owner: tuple[int, int]):
         self.pid = pid
         self.request = request
         self.result = result
         self.output = output
         self.directory = directory
-        self.exit_status: int | None = None  # set once the process has exited and been reaped
+        self.owner = owner  # the uid and gid it runs as
+        self.exit_status: int | None = None  # set once the process has exited and the zygote has reaped it
 
 
 class Worker:
@@ -144,33 +178,150 @@ class Worker:
     def __init__(self, settings: dict, confinement: Confinement, baseline: int):
         self.settings = settings
         self.confinement = confinement
-        self.owner = confinement.run_as or (os.getuid(), os.getgid())  # of the sessions' files
         self.baseline = baseline
         self.sessions: dict[str, Session] = {}
         self.by_pid: dict[int, Session] = {}
         self.session_numbers = itertools.count()
         self.request_memory = FrameMemory()  # the trainer's calls, with their input images
         self.result_memory = FrameMemory()  # the sessions' results, with their output images
-        # A session's exit interrupts poll through this pipe (SIGCHLD writes to it), however the session ended.
-        self.child_exits, wakeup = os.pipe()
-        os.set_blocking(self.child_exits, False)
+        self.zygote = self._start_zygote()  # now, before any call has arrived
+        self.spare: Session | None = None
+        self.spare_order: tuple[str, tuple[int, int]] | None = None  # the session the zygote is forking
+        self.spare_failure: str | None = None  # why the zygote could not fork the last one
+        self._order_spare()
+
+    # --- the zygote ---------------------------------------------------------------------------------------------
+
+    def _start_zygote(self) -> socket.socket:
+        """Fork the zygote and return the worker's end of the channel to it (messages and file descriptors)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        if os.fork() == 0:
+            try:
+                ours.close()
+                self._serve_as_zygote(theirs)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the worker is gone
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(70)
+        theirs.close()
+        ours.setblocking(False)
+        return ours
+
+    def _serve_as_zygote(self, channel: socket.socket) -> None:
+        """The zygote's loop: fork a session for each order of the worker, and report each session's end."""
+        jail.die_with_parent()
+        jail.adopt_orphans()  # without a PID namespace, what sessions leave behind comes to us to reap
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1):  # the trainer's pipes are the worker's alone
+            os.dup2(devnull, fd)
+        exits, wakeup = os.pipe()  # SIGCHLD writes to it, which wakes poll up
+        os.set_blocking(exits, False)
         os.set_blocking(wakeup, False)
         signal.set_wakeup_fd(wakeup)
         signal.signal(signal.SIGCHLD, lambda *_: None)
-        self.spare = self._start_session()
+        poller = select.poll()
+        poller.register(channel, select.POLLIN)
+        poller.register(exits, select.POLLIN)
+        while True:
+            for fd, _ in poller.poll():
+                if fd == exits:
+                    with contextlib.suppress(BlockingIOError):
+                        while os.read(exits, 4096):
+                            pass
+                    for pid, status in _reap_children():
+                        channel.send(json.dumps({"exited": pid, "status": status}).encode())
+                    continue
+                try:
+                    order = channel.recv(_ZYGOTE_MESSAGE_BYTES)
+                except ConnectionResetError:
+                    order = b""
+                if not order:
+                    return  # the worker is gone
+                order = json.loads(order)
+                try:
+                    pid, ends = self._fork_session(order["directory"], tuple(order["owner"]))
+                except OSError as error:  # out of processes or memory: the worker fails the call that waits
+                    channel.send(json.dumps({"failed": str(error)}).encode())
+                    continue
+                socket.send_fds(channel, [json.dumps({"forked": pid}).encode()], ends)
+                for end in ends:
+                    os.close(end)
+
+    def _order_spare(self) -> None:
+        """Have the zygote fork the next spare session (it arrives through _hear_from_zygote)."""
+        if self.spare is not None or self.spare_order is not None:
+            return
+        owner = (os.getuid(), os.getgid())
+        if self.confinement.session_uids:
+            uid = random.SystemRandom().choice(jail.SESSION_UIDS)
+            owner = (uid, uid)
+        if self.confinement.filesystem:
+            directory = os.path.join(jail.SESSIONS_DIR, str(next(self.session_numbers)))
+            os.mkdir(directory)
+            jail.mount_tmpfs(directory, self.settings["work_dir_mb"], owner)
+        else:
+            directory = tempfile.mkdtemp(dir=self.settings["directory"], prefix="session-")
+            os.chown(directory, *owner)
+        self.zygote.send(json.dumps({"directory": directory, "owner": owner}).encode())
+        self.spare_order = (directory, owner)
+
+    def _hear_from_zygote(self) -> None:
+        """Take in what the zygote has said: the spare it forked, or sessions that ended."""
+        while True:
+            try:
+                message, fds, _, _ = socket.recv_fds(self.zygote, _ZYGOTE_MESSAGE_BYTES, 3)
+            except BlockingIOError:
+                return
+            if not message:
+                raise SystemExit("the zygote ended; the trainer restarts this worker")
+            news = json.loads(message)
+            if "exited" in news:
+                session = self.by_pid.pop(news["exited"], None)
+                if session is not None:
+                    session.exit_status = news["status"]
+                continue
+            directory, owner = self.spare_order
+            self.spare_order = None
+            if "failed" in news:
+                self._remove_directory(directory)
+                self.spare_failure = news["failed"]
+                continue
+            request, result, output = fds
+            os.set_blocking(request, False)
+            widen_pipe(result)  # it carries the output images
+            self.spare = Session(news["forked"], request, result, output, directory, owner)
+            self.by_pid[self.spare.pid] = self.spare
+
+    def _take_spare(self) -> Session:
+        """The spare session, waiting for the zygote's fork if need be; the zygote starts on the next one at once."""
+        while self.spare is None:
+            if self.spare_failure is not None:
+                failure, self.spare_failure = self.spare_failure, None
+                raise OSError(f"no process could be started for the code: {failure}")
+            self._order_spare()
+            wait_until_ready(self.zygote.fileno(), select.POLLIN, None)
+            self._hear_from_zygote()
+        spare, self.spare = self.spare, None
+        with contextlib.suppress(OSError):  # the next call orders it again, and reports what fails
+            self._order_spare()
+        return spare
+
+    # --- calls --------------------------------------------------------------------------------------------------
 
     def serve(self) -> None:
         poller = select.poll()
         poller.register(0, select.POLLIN)
-        poller.register(self.child_exits, select.POLLIN)
+        poller.register(self.zygote, select.POLLIN)
         while True:
             ready = [fd for fd, _ in poller.poll()]
-            if self.child_exits in ready:
-                self._reap()  # at once, even while idle: a dead session still counts against the process limit
+            if self.zygote.fileno() in ready:
+                self._hear_from_zygote()
             if 0 not in ready:
                 continue
             try:
-                request, blobs = read_frame(0, memory=self.request_memory)
+                request, blobs = read_frame(0, memory=self.request_memory, max_header_bytes=_REQUEST_HEADER_BYTES)
             except EOFError:
                 return
             finished = [self.sessions.pop(key) for key in request["release"] if key in self.sessions]
@@ -181,24 +332,41 @@ class Worker:
             # Housekeeping after answering, so that the trainer does not wait for it.
             for session in finished:
                 self._end(session)
-            if self.spare is None:
-                self.spare = self._start_session()
 
     def _run(self, call: dict, blobs: list[Buffer], finished: list[Session]) -> tuple[dict, list[Buffer]]:
         key = call["session"]
         session = self.sessions.pop(key, None) if key is not None else None
-        if session is None:
-            session, self.spare = self.spare, None  # there is always one: serve() forks the next after each call
+        lost = None
+        if session is not None and session.exit_status is not None:
+            lost = f"its process ended between calls ({_describe_end(session.exit_status, 0)})"
+            finished.append(session)
+            session = None
+        outcome = {"stdout": "", "stdout_dropped": 0, "session_alive": False, "result": None, "lost": lost}
+        try:
+            if session is None:
+                session = self._take_spare()
+            else:
+                _signal_group(session, signal.SIGCONT)  # stopped since its last call
+        except OSError as error:
+            return {**outcome, "failure": f"The sandbox could not start a process for the code: {error}."}, []
         deadline = time.monotonic() + self.settings["timeout_s"]
         try:
-            inputs = self._write_inputs(session.directory, call["images"], blobs)
+            inputs = self._write_inputs(session, call["images"], blobs)
         except OSError as error:  # its directory is full, or the code put something in the way
-            outcome = {"stdout": "", "stdout_dropped": 0, "session_alive": False, "result": None}
-            outcome["failure"] = f"The input images could not be written to the working directory: {error}."
             finished.append(session)
-            return outcome, []
-        outcome, images = self._call(session, {"code": call["code"], "inputs": inputs}, deadline)
+            failure = f"The input images could not be written to the working directory: {error}."
+            return {**outcome, "failure": failure}, []
+        try:
+            reply, images = self._call(session, {"code": call["code"], "inputs": inputs}, deadline)
+        except Exception:  # a bug met by what the code sent: this session ends, the worker and the others go on
+            traceback.print_exc()
+            reply, images = (
+                {"stdout": "", "stdout_dropped": 0, "failure": "The sandbox failed on the code's output."},
+                [],
+            )
+        outcome.update(reply, session_alive=reply["failure"] is None)
         if key is not None and outcome["session_alive"]:
+            _signal_group(session, signal.SIGSTOP)  # until its next call: what the code left running waits too
             self.sessions[key] = session
         else:
             finished.append(session)
@@ -206,13 +374,13 @@ class Worker:
             outcome["failure"] += " Its variables were lost: the next call starts afresh."
         return outcome, images
 
-    def _write_inputs(self, directory: str, described: list, blobs: list[Buffer]) -> list[str]:
+    def _write_inputs(self, session: Session, described: list, blobs: list[Buffer]) -> list[str]:
         """Write each input image into the session's directory as a PPM file: the trainer's raw pixels behind a
         short header, which PIL and OpenCV read whatever the file's name says. Returns the file names."""
         names = []
         for index, ((mode, width, height), pixels) in enumerate(zip(described, blobs, strict=True)):
             name = runner.input_file_name(index)
-            path = os.path.join(directory, name)
+            path = os.path.join(session.directory, name)
             # The directory belongs to the code: never follow or reuse what it left under this name.
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
@@ -221,41 +389,34 @@ class Worker:
                 header = b"%s\n%d %d\n255\n" % (b"P6" if mode == "RGB" else b"P5", width, height)
                 if os.writev(fd, [header, pixels]) != len(header) + len(pixels):
                     raise OSError(errno.ENOSPC, "short write")
-                os.fchown(fd, *self.owner)
+                os.fchown(fd, *session.owner)
             finally:
                 os.close(fd)
             names.append(name)
         return names
 
     def _call(self, session: Session, request: dict, deadline: float) -> tuple[dict, list[Buffer]]:
-        """Hand one call to a session and collect its output, and its result or why it ended without one.
-
-        The session's result is passed on as it came: it is untrusted, and the trainer validates it.
-        """
-        room = self.settings["max_output_bytes"]
+        """Hand one call to a session and collect its output, and its checked result or why it ended without one."""
+        settings = self.settings
+        room = settings["max_output_bytes"]
         output = bytearray()
         dropped = 0
-        pixels = self.settings["max_images"] * self.settings["max_image_pixels"]
-        result = FrameReader(3 * pixels + _RESULT_HEADER_BYTES, self.result_memory)
+        pixels = settings["max_images"] * settings["max_image_pixels"]
+        result = FrameReader(3 * pixels + _RESULT_HEADER_BYTES, self.result_memory, _RESULT_HEADER_BYTES)
         failure = None
+        checked, images = None, []
         try:
             write_frame(session.request, request, (), deadline)
-            # A call still running after a moment gets the next spare forked meanwhile, on another core; a quick
-            # one would only wait for the fork (milliseconds), so its spare comes after the answer (see serve).
-            fork_spare_at = time.monotonic() + _SPARE_DELAY_S
             poller = select.poll()
-            for fd in (session.result, session.output, self.child_exits):
+            for fd in (session.result, session.output, self.zygote.fileno()):
                 poller.register(fd, select.POLLIN)
             while result.missing and session.exit_status is None:
                 now = time.monotonic()
-                if self.spare is None and now >= fork_spare_at:
-                    self.spare = self._start_session()
                 if now >= deadline:
                     raise TimeoutError
-                wake_at = deadline if self.spare is not None else min(deadline, fork_spare_at)
-                for fd, _ in poller.poll(max(0.0, wake_at - now) * 1000):
-                    if fd == self.child_exits:
-                        self._reap()
+                for fd, _ in poller.poll((deadline - now) * 1000):
+                    if fd == self.zygote.fileno():
+                        self._hear_from_zygote()
                     elif fd == session.result:
                         if not result.read_from(fd):
                             poller.unregister(fd)  # closed: the process is ending, or the code closed it
@@ -265,35 +426,27 @@ class Worker:
                         if not chunk:
                             poller.unregister(fd)
             if session.exit_status is not None:
-                failure = _describe_end(session.exit_status, self.settings["cpu_seconds"])
+                failure = _describe_end(session.exit_status, settings["cpu_seconds"])
+            else:
+                header, images = result.frame()
+                limits = (settings["max_images"], settings["max_image_pixels"], settings["max_output_bytes"])
+                checked = check_result(header, images, *limits)
         except TimeoutError:
-            failure = (
-                f"The code did not finish within the time limit of {self.settings['timeout_s']:g} s and was stopped."
-            )
-        except FrameError as error:
-            failure = f"The code's result could not be returned: {error}."
+            failure = f"The code did not finish within the time limit of {settings['timeout_s']:g} s and was stopped."
+        except (FrameError, ValueError) as error:
+            failure = f"The code's process returned a malformed result ({error}); its session was ended."
         except OSError as error:  # the session vanished while we wrote the call to it
             failure = f"The code's process could not be reached: {error}."
         dropped += _drain(session.output, room, output)
-        reply = {
-            "stdout": output.decode("utf-8", errors="replace"),
-            "stdout_dropped": dropped,
-            "failure": failure,
-            "session_alive": failure is None,
-        }
+        reply = {"stdout": output.decode("utf-8", errors="replace"), "stdout_dropped": dropped, "failure": failure}
         if failure is not None:
             return {**reply, "result": None}, []
-        header, images = result.frame()
-        return {**reply, "result": header}, images
+        return {**reply, "result": checked}, images
 
-    def _start_session(self) -> Session:
-        if self.confinement.filesystem:
-            directory = os.path.join(jail.SESSIONS_DIR, str(next(self.session_numbers)))
-            os.mkdir(directory)
-            jail.mount_tmpfs(directory, self.settings["work_dir_mb"], self.owner)
-        else:
-            directory = tempfile.mkdtemp(dir=self.settings["directory"], prefix="session-")
-            os.chown(directory, *self.owner)
+    # --- sessions -----------------------------------------------------------------------------------------------
+
+    def _fork_session(self, directory: str, owner: tuple[int, int]) -> tuple[int, list[int]]:
+        """Runs in the zygote: fork a session; returns its pid and the worker's ends of its pipes."""
         request_r, request_w = os.pipe()
         result_r, result_w = os.pipe()
         output_r, output_w = os.pipe()
@@ -303,31 +456,27 @@ class Worker:
             pid = os.fork()
         if pid == 0:
             try:
-                self._session(request_r, result_w, output_w, directory)
+                self._session(request_r, result_w, output_w, directory, owner)
             except BaseException:
                 traceback.print_exc()
             finally:
                 os._exit(70)
         for fd in (request_r, result_w, output_w):
             os.close(fd)
-        widen_pipe(result_r)  # it carries the output images
-        os.set_blocking(request_w, False)
-        session = Session(pid, request_w, result_r, output_r, directory)
-        self.by_pid[pid] = session
-        return session
+        return pid, [request_w, result_r, output_r]
 
-    def _session(self, request: int, result: int, output: int, directory: str) -> None:
+    def _session(self, request: int, result: int, output: int, directory: str, owner: tuple[int, int]) -> None:
         """Runs in the session process: confines itself further, then serves calls (runner.py)."""
-        signal.set_wakeup_fd(-1)  # the worker's, and its descriptor is about to be closed
+        signal.set_wakeup_fd(-1)  # the zygote's, and its descriptor is about to be closed
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        os.setsid()  # its own process group, which the worker kills at the end
+        os.setsid()  # its own process group, which the worker stops and kills; the syscall filter keeps it whole
         jail.die_with_parent()
         workdir = directory
         if self.confinement.filesystem:
             jail.unshare(jail.CLONE_NEWNS)
             jail.bind(directory, jail.SESSION_DIR)
             if self.confinement.private_tmp:
-                jail.mount_tmpfs("/tmp", self.settings["work_dir_mb"], self.owner)
+                jail.mount_tmpfs("/tmp", self.settings["work_dir_mb"], owner)
             jail.detach(jail.SESSIONS_DIR)  # every session's directory, this one's included, as the worker sees them
             workdir = jail.SESSION_DIR
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
@@ -337,45 +486,59 @@ class Worker:
         os.chdir(workdir)
         # Past the file size limit a write then fails with EFBIG, which the code sees, instead of a silent kill.
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        # With a uid of its own, the process limit counts this session's processes only; otherwise every session's.
+        processes = self.settings["max_processes"] + (
+            1 if self.confinement.session_uids else self.settings["pool_processes"]
+        )
         jail.limit_resources(
             address_space=self.baseline + self.settings["memory_mb"] * 2**20,
             cpu_seconds=self.settings["cpu_seconds"],
             file_size=self.settings["file_size_mb"] * 2**20,
-            processes=self.settings["max_processes"],
+            processes=processes,
         )
-        jail.drop_privileges(self.confinement.run_as)
+        jail.drop_privileges(owner if self.confinement.session_uids else None)
+        if self.confinement.syscall_rules is not None:
+            jail.load_syscall_filter(self.confinement.syscall_rules)
         settings = self.settings
         runner.serve(request, result, settings["cpu_seconds"], settings["max_images"], settings["max_image_pixels"])
 
     def _end(self, session: Session) -> None:
         """End a session. Tearing down a process that maps the warm worker takes milliseconds, which no call
-        should wait for: _reap collects it later."""
+        should wait for: the zygote reaps it later."""
         if session.exit_status is None:  # once reaped, the pid may belong to an unrelated process
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(session.pid, signal.SIGKILL)  # its group; with a PID namespace, all it started
+            _signal_group(session, signal.SIGKILL)  # its group; with a PID namespace, all it started
         for fd in (session.request, session.result, session.output):
             os.close(fd)
-        if self.confinement.filesystem:
-            jail.detach(session.directory)  # its tmpfs is freed once the session's processes are gone
-            os.rmdir(session.directory)
-        else:
-            shutil.rmtree(session.directory, ignore_errors=True)
+        self._remove_directory(session.directory)
 
-    def _reap(self) -> None:
-        """Collect the sessions that ended, and the orphans that the kernel hands to this subreaper."""
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self.child_exits, 4096):
-                pass
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            session = self.by_pid.pop(pid, None)
-            if session is not None:
-                session.exit_status = status
+    def _remove_directory(self, directory: str) -> None:
+        if self.confinement.filesystem:
+            jail.detach(directory)  # its tmpfs is freed once the session's processes are gone
+            os.rmdir(directory)
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _signal_group(session: Session, number: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it has just ended: the zygote's report is on its way
+        os.killpg(session.pid, number)
+
+
+def _reap_children() -> list[tuple[int, int]]:
+    """The zygote's children that ended, with their wait status. A child that stopped is being traced (when no
+    syscall filter forbids ptrace): it is killed, since a stopped session would hold its call until the deadline."""
+    ended = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return ended
+        if pid == 0:
+            return ended
+        if os.WIFSTOPPED(status):
+            os.kill(pid, signal.SIGKILL)
+        else:
+            ended.append((pid, status))
 
 
 def _keep(chunk: bytes, room: int, output: bytearray) -> int:
