@@ -158,7 +158,9 @@ def test_sessions_cannot_see_each_others_files(tool):
 def test_oldest_session_ends_past_max_sessions(tool):
     for index in range(4):  # the tool keeps 3
         call(tool, f"x = {index}", trajectory=f"s{index}")
-    assert "NameError" in call(tool, "print(x)", trajectory="s0").error
+    evicted = call(tool, "print(x)", trajectory="s0")
+    assert "NameError" in evicted.error
+    assert "variables were lost: it was ended to keep at most 3 sessions" in evicted.text  # the model is told why
     assert call(tool, "print(x)", trajectory="s3").text == "3"
     for index in range(4):
         asyncio.run(tool.release(f"s{index}"))

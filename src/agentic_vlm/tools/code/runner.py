@@ -26,7 +26,7 @@ import traceback
 import numpy as np
 from jail import grant_cpu_time
 from PIL import Image
-from wire import read_frame, write_frame
+from wire import CALL_HEADER_BYTES, read_frame, write_frame
 
 CODE_FILENAME = "<code>"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -123,7 +123,7 @@ def serve(request_fd: int, result_fd: int, cpu_seconds: int, max_images: int, ma
     rehearse(workdir, max_images, max_image_pixels)
     while True:
         try:
-            request, _ = read_frame(request_fd)
+            request, _ = read_frame(request_fd, max_header_bytes=CALL_HEADER_BYTES)
         except EOFError:
             os._exit(0)
         grant_cpu_time(cpu_seconds)

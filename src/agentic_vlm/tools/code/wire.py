@@ -36,6 +36,8 @@ _F_SETPIPE_SZ = 1031  # Linux only
 MAX_HEADER_DEPTH = 8
 MAX_HEADER_CONTAINERS = 4096
 DEFAULT_MAX_HEADER_BYTES = 1 << 20
+# A call's header carries the model's code; the trainer is trusted, so this only bounds a bug.
+CALL_HEADER_BYTES = 64 << 20
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _ALL_BUT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
 

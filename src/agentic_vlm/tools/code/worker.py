@@ -57,6 +57,7 @@ import traceback
 import jail
 import runner
 from wire import (
+    CALL_HEADER_BYTES,
     Buffer,
     FrameError,
     FrameMemory,
@@ -70,8 +71,6 @@ from wire import (
 
 # Room for the header of a session's result frame, beyond its images' pixels.
 _RESULT_HEADER_BYTES = 1 << 20
-# The trainer's calls: the code and the names of sessions to end (the trainer is trusted; this only bounds a bug).
-_REQUEST_HEADER_BYTES = 64 << 20
 _DRAIN_BYTES = 1 << 20
 _ZYGOTE_MESSAGE_BYTES = 4096
 
@@ -321,7 +320,7 @@ class Worker:
             if 0 not in ready:
                 continue
             try:
-                request, blobs = read_frame(0, memory=self.request_memory, max_header_bytes=_REQUEST_HEADER_BYTES)
+                request, blobs = read_frame(0, memory=self.request_memory, max_header_bytes=CALL_HEADER_BYTES)
             except EOFError:
                 return
             finished = [self.sessions.pop(key) for key in request["release"] if key in self.sessions]
