@@ -1,11 +1,15 @@
 """The command line end to end, in a real subprocess, as a user runs it."""
 
+import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from agentic_vlm.recipe import find_checkpoint, key_table
 
 ROOT = Path(__file__).parents[1]
 
@@ -48,10 +52,143 @@ def test_make_tiny_model_and_make_data(tmp_path):
     assert len(shipped) == 64
 
 
-def test_bad_recipe_key_is_reported(tmp_path):
+def run_cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "agentic_vlm.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_help_lists_every_train_key_ours_first_and_imports_nothing_heavy():
+    code = ("import sys; from agentic_vlm.cli import main; main(['train', '--help']); "
+            "heavy = sorted(m for m in ('torch', 'transformers', 'trl', 'datasets') if m in sys.modules); "
+            "print('HEAVY', heavy)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stdout
+    listed = re.findall(r"^  (\w+)  \((?:required|default .*)\)$", result.stdout, flags=re.MULTILINE)
+    table = key_table()
+    assert listed == list(table) and len(listed) > 200
+    assert listed.index("train_file") == 0 and listed.index("max_turns") < listed.index("learning_rate")
+    assert "  tool_kwargs  (default {})" not in result.stdout  # shown as its real default, null
+    for command in (["--help"], ["eval", "--help"], ["make-tiny-model", "--help"], ["train", "--help"]):
+        assert run_cli(*command).returncode == 0
+
+
+def test_every_eval_flag_has_help_and_a_default():
+    from agentic_vlm.cli import build_parser
+
+    parser = build_parser()
+    [commands] = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    for action in commands.choices["eval"]._actions:
+        assert action.help and action.help != argparse.SUPPRESS, action.dest
+        assert action.required or action.default is not None or "default" in action.help, action.dest
+
+
+def test_key_table_matches_the_real_configuration():
+    from agentic_vlm.recipe import build_key_table
+
+    assert build_key_table() == list(key_table().values()), "regenerate it: python -m agentic_vlm.recipe"
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch):
+    """Fails the test if a command gets as far as loading a model: the errors below must come before."""
+    import transformers
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the error was found")
+
+    monkeypatch.setattr(transformers.AutoModelForImageTextToText, "from_pretrained", refuse)
+    monkeypatch.setattr(transformers.AutoProcessor, "from_pretrained", refuse)
+
+
+def train_error(capsys, recipe: Path, *overrides: str) -> str:
+    from agentic_vlm.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(recipe), *overrides])
+    assert exit_info.value.code in (1, 2)
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error[-1].startswith("agentic-vlm: error: ") and "Traceback" not in "\n".join(error)
+    return error[-1]
+
+
+RECIPE = """model_name_or_path: {model}
+train_file: {data}/train.jsonl
+use_cpu: true
+max_steps: 1
+output_dir: out
+"""
+
+
+@pytest.mark.parametrize(("extra", "overrides", "expected"), [
+    ("max_turnz: 3\n", [], "recipe.yaml: unknown key max_turnz; did you mean max_turns?"),
+    ("", ["--learning_rat", "1"], "command line: unknown key --learning_rat; did you mean --learning_rate?"),
+    ("reward_funcs: [acuracy, format]\n", [], "unknown reward function 'acuracy'; did you mean 'accuracy'?"),
+    ("learning_rate: -1.0e-4\n", [], "learning_rate must be positive, got -0.0001"),
+    ("", ["--num_generations", "1"], "at least 2 generations per prompt"),
+    ("tool_kwargs: {search: {max_results: 3}}\n", [], "tool_kwargs has options for ['search'], which are not among "
+                                                       "the tools ['zoom']"),
+    ("tool_kwargs: {zoom: {max_sid: 3}}\n", [], "tool_kwargs['zoom']: ['max_sid'] are not options of ZoomTool"),
+    ("tools: [code]\ntool_kwargs: {code: {timeout: 10}}\n", [], "tool_kwargs['code']: "),
+    ("tools: [no_such_pkg.tools:Calc]\n", [], "cannot import Calc from no_such_pkg.tools"),
+    ("", ["--model_name_or_path", "./no/such/model"], "model ./no/such/model does not exist"),
+    ("", ["--resume_from_checkpoint", "latest"], "has no checkpoint-N folder"),
+])
+def test_recipe_errors_are_one_line_before_any_model_loads(extra, overrides, expected, tiny_model_dir,
+                                                           zoom_data_dir, tmp_path, capsys, no_model_loading):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(RECIPE.format(model=tiny_model_dir, data=zoom_data_dir) + extra)
+    assert expected in train_error(capsys, recipe, *overrides)
+
+
+def test_bad_images_are_found_before_training_and_can_be_skipped(tiny_model_dir, zoom_data_dir, tmp_path, capsys,
+                                                                 no_model_loading):
+    from PIL import Image
+
+    from agentic_vlm.data import load_jsonl_dataset
+    from agentic_vlm.data.validation import check_images
+
+    rows = [json.loads(line) for line in (Path(zoom_data_dir) / "train.jsonl").read_text().splitlines()]
+    source = Path(zoom_data_dir) / rows[0]["images"][0]
+    (tmp_path / "corrupt.png").write_bytes(source.read_bytes()[:200])  # a truncated download
+    (tmp_path / "empty.png").write_bytes(b"")
+    Image.new("1", (20000, 20000)).save(tmp_path / "huge.png")  # 400 M pixels in a few kilobytes
+    for row, bad in zip(rows[1:4], ("corrupt.png", "empty.png", "huge.png"), strict=True):
+        row["images"] = [str(tmp_path / bad)]
+    for row in rows:
+        row["images"] = [str(Path(zoom_data_dir) / image) for image in row["images"]]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(RECIPE.format(model=tiny_model_dir, data=tmp_path))
+    error = train_error(capsys, recipe)
+    assert f"{data}, row 2 (id {rows[1]['id']}): field 'images': image {tmp_path / 'corrupt.png'} cannot be decoded" in error
+
+    dataset = load_jsonl_dataset(data)
+    with pytest.raises(ValueError, match=r"row 2 .*huge.png is larger than max_image_pixels"):
+        check_images(dataset.select([0, 3]), str(data))
+    kept = check_images(dataset, str(data), skip_bad_rows=True)
+    assert kept["id"] == [rows[0]["id"], *(row["id"] for row in rows[4:])]
+    assert [image.size for image in kept[0]["images"]] == [Image.open(source).size]
+
+
+def test_tracebacks_only_with_debug(tmp_path):
     recipe = tmp_path / "bad.yaml"
-    recipe.write_text("train_file: data/zoom/train.jsonl\nuse_cpu: true\nbf16: false\nmax_turnz: 3\n")
-    result = subprocess.run([sys.executable, "-m", "agentic_vlm.cli", "train", str(recipe)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode != 0
-    assert "max_turnz" in result.stderr
+    recipe.write_text("train_file: data/zoom/train.jsonl\nuse_cpu: true\nmax_turnz: 3\n")
+    quiet = run_cli("train", str(recipe))
+    assert quiet.returncode == 2
+    assert quiet.stderr.strip() == f"agentic-vlm: error: {recipe}: unknown key max_turnz; did you mean max_turns?"
+    loud = run_cli("train", str(recipe), "--debug")
+    assert loud.returncode == 2 and "Traceback" in loud.stderr and "max_turnz" in loud.stderr
+
+
+def test_find_checkpoint_takes_true_latest_or_a_folder(tmp_path):
+    for step in (5, 40, 100):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    (tmp_path / "checkpoint-old").mkdir()
+    assert find_checkpoint("true", str(tmp_path)) == str(tmp_path / "checkpoint-100")
+    assert find_checkpoint("latest", str(tmp_path)) == str(tmp_path / "checkpoint-100")
+    assert find_checkpoint(str(tmp_path / "checkpoint-5"), str(tmp_path)) == str(tmp_path / "checkpoint-5")
+    assert find_checkpoint(None, str(tmp_path)) is None
+    with pytest.raises(ValueError, match="is not a folder"):
+        find_checkpoint(str(tmp_path / "checkpoint-7"), str(tmp_path))

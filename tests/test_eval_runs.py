@@ -90,3 +90,68 @@ def test_search_reference_solutions_find_their_passages_in_the_shipped_corpus(ti
         assert len(observations) == len(row["hops"])
         for observation, hop in zip(observations, row["hops"], strict=True):
             assert titles[hop["passage_id"]] in observation
+
+
+def test_model_fingerprint_tells_weights_apart_cheaply(tiny_model_dir, tmp_path):
+    import os
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from agentic_vlm.eval.runner import model_fingerprint
+
+    same, changed = tmp_path / "checkpoint-100", tmp_path / "other" / "checkpoint-100"
+    shutil.copytree(tiny_model_dir, same)
+    shutil.copytree(tiny_model_dir, changed)
+    os.utime(same / "model.safetensors", (0, 0))  # a copy touched later is still the same model
+    assert model_fingerprint(same) == model_fingerprint(tiny_model_dir)
+    weights = load_file(changed / "model.safetensors")
+    name = sorted(weights)[len(weights) // 2]  # one tensor in the middle of the file, same shape and dtype
+    weights[name] = weights[name] + 1e-3
+    save_file(weights, changed / "model.safetensors", metadata={"format": "pt"})
+    assert (changed / "model.safetensors").stat().st_size == (same / "model.safetensors").stat().st_size
+    assert model_fingerprint(changed) != model_fingerprint(same)
+
+
+def test_eval_resume_refuses_other_settings_or_weights_and_default_names_differ(tiny_model_dir, tmp_path,
+                                                                                monkeypatch, capsys):
+    import shutil
+
+    import transformers
+    from safetensors.torch import load_file, save_file
+
+    output = tmp_path / "run.jsonl"
+    command = ["eval", "--model", tiny_model_dir, "--dataset", "zoom", "--data-dir", str(ROOT / "data"),
+               "--max-turns", "2", "--max-completion-length", "24", "--limit", "2"]
+    main([*command, "--output", str(output)])
+    recorded = json.loads(output.with_suffix(".settings.json").read_text())
+    assert recorded["max_turns"] == 2 and recorded["model"] == tiny_model_dir and recorded["model_fingerprint"]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the settings were compared")
+
+    monkeypatch.setattr(transformers.AutoModelForImageTextToText, "from_pretrained", refuse)
+    with pytest.raises(SystemExit):
+        main([*command, "--output", str(output), "--max-turns", "3", "--temperature", "0.7"])
+    error = capsys.readouterr().err
+    assert f"{output} was made with other settings" in error
+    assert "max_turns: 2 then, 3 now" in error and "temperature: 0.0 then, 0.7 now" in error
+    assert len(read_run(output)) == 2
+
+    other = tmp_path / "elsewhere" / Path(tiny_model_dir).name  # a folder of the same name, other weights
+    shutil.copytree(tiny_model_dir, other)
+    weights = load_file(other / "model.safetensors")
+    save_file({key: value * 0.5 for key, value in weights.items()}, other / "model.safetensors")
+    command[2] = str(other)
+    with pytest.raises(SystemExit):
+        main([*command, "--output", str(output)])
+    assert "model_fingerprint: " in capsys.readouterr().err
+
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)  # default names go under outputs/eval/
+    for model in (tiny_model_dir, str(other)):
+        command[2] = model
+        main(command)
+    main([*command, "--max-turns", "1"])
+    names = sorted(path.name for path in (tmp_path / "outputs" / "eval").glob("*.jsonl"))
+    assert len(names) == 3 and all(name.startswith(f"zoom-{Path(tiny_model_dir).name}-") for name in names)

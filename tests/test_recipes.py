@@ -3,11 +3,9 @@
 from pathlib import Path
 
 import pytest
-from trl import ModelConfig, TrlParser
 
-from agentic_vlm.cli import TrainScriptArguments
-from agentic_vlm.config import AgenticGRPOConfig
 from agentic_vlm.protocols import PROTOCOLS
+from agentic_vlm.recipe import parse_recipe
 from agentic_vlm.rewards import REWARD_FACTORIES
 from agentic_vlm.tools import TOOL_CLASSES
 
@@ -18,19 +16,21 @@ CPU_OVERRIDES = ["--bf16", "false", "--use_cpu", "true", "--use_vllm", "false", 
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda path: path.name)
-def test_recipe_parses_and_its_names_exist(recipe, monkeypatch):
-    monkeypatch.chdir(ROOT)
-    parser = TrlParser((TrainScriptArguments, AgenticGRPOConfig, ModelConfig))
-    script_args, config, model_args = parser.parse_args_and_config(["--config", str(recipe), *CPU_OVERRIDES])
+def test_recipe_parses_from_any_folder_and_its_names_and_files_exist(recipe, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths in a recipe are relative to the recipe, not to the working folder
+    script_args, config, model_args = parse_recipe(recipe, CPU_OVERRIDES)
     assert config.protocol in PROTOCOLS
     assert set(config.tools) <= set(TOOL_CLASSES)
     assert set(config.reward_funcs) <= set(REWARD_FACTORIES)
     assert set(config.reward_kwargs) <= set(config.reward_funcs)
     assert config.reward_weights is None or len(config.reward_weights) == len(config.reward_funcs)
-    if script_args.train_file.startswith("data/"):  # shipped data; GPU recipes may point at downloaded releases
-        assert (ROOT / script_args.train_file).is_file(), script_args.train_file
+    assert Path(config.output_dir).is_relative_to(ROOT / "outputs")
+    if "/datasets/" not in script_args.train_file:  # shipped data; GPU recipes may point at downloaded releases
+        assert Path(script_args.train_file).is_file(), script_args.train_file
     corpus = config.tool_kwargs.get("search", {}).get("backend_options", {}).get("corpus_path")
-    assert corpus is None or (ROOT / corpus).is_file()
+    assert corpus is None or Path(corpus).is_file()
+    model = model_args.model_name_or_path
+    assert model.startswith("Qwen/") or Path(model) == ROOT / "outputs" / "tiny-qwen2.5-vl"
 
 
 def test_there_are_recipes_for_every_task():

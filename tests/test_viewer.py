@@ -5,13 +5,13 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from scripted_eval import ScriptedEvaluation, write_task_file
 
 from agentic_vlm.cli import main
-from agentic_vlm.eval import write_html
 
 CHROMIUM = "/usr/bin/chromium"
 # Expected visible items per filter: a and b are right; c is wrong, d never answers, e's zoom failed and it is wrong.
@@ -44,28 +44,31 @@ def test_page_is_self_contained_with_every_turn_and_image(page):
     assert "<th>exact_match</th>" in html and "split = hard" in html  # the summary beside the run
 
 
-def test_trainer_trajectory_log_is_shown_unscored_with_image_sizes(tiny_model_dir, zoom_data_dir, tmp_path):
-    from agentic_vlm.data import load_jsonl_dataset
-    from agentic_vlm.eval import rollout_dataset
-    from agentic_vlm.protocols import ArftProtocol
-    from agentic_vlm.rollout import ScriptedTurnGenerator
-    from agentic_vlm.tools import ZoomTool
+def view(*args):
+    result = subprocess.run([sys.executable, "-m", "agentic_vlm.cli", "view", *args], capture_output=True, text=True,
+                            timeout=120)
+    return result.returncode, result.stderr
 
-    task_file = write_task_file(tmp_path / "tasks.jsonl", Path(zoom_data_dir) / "images" / "zoom-test-00000.png")
-    evaluation = ScriptedEvaluation(tiny_model_dir, task_file)
-    protocol, tools = ArftProtocol(), [ZoomTool()]
-    generator = ScriptedTurnGenerator(evaluation.processor, protocol.stop_strings(tools), evaluation.script)
-    [(rows, trajectories)] = list(rollout_dataset(None, evaluation.processor, protocol, tools,
-                                                  load_jsonl_dataset(task_file).select([0]), generate=generator,
-                                                  max_turns=2, max_completion_length=512, progress=False))
-    # What AgenticGRPOTrainer writes to trajectories.jsonl: the tool images are not saved, only their sizes.
-    record = {"step": 10, "question": "What colour is item a?", "answer": rows[0]["answer"],
-              "rewards": {"accuracy": 1.0, "format": 1.0}, **trajectories[0].to_record()}
-    log = tmp_path / "trajectories.jsonl"
-    log.write_text(json.dumps(record) + "\n")
-    html = write_html(log).read_text()
-    assert 'data-verdict="unscored"' in html and "Not scored" in html
-    assert "image 112x112 (not saved)" in html and "<th>reward accuracy</th>" in html and "step 10" in html
+
+def test_view_of_wrong_inputs_is_one_clear_error(zoom_data_dir, tmp_path):
+    png = Path(zoom_data_dir) / "images" / "zoom-test-00000.png"
+    missing = tmp_path / "missing.jsonl"
+    for path, message in ((png, "is not a text file of JSON lines"), (missing, "does not exist"),
+                          (Path(zoom_data_dir) / "test.jsonl", "line 1: not a trajectory (no 'turns')")):
+        code, stderr = view(str(path))
+        assert code == 1 and message in stderr and str(path) in stderr, stderr
+        assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_view_reads_a_last_line_without_newline(tmp_path):
+    record = {"id": "only", "question": "q?", "answer": "a", "prediction": "a", "correct": True,
+              "turns": [{"text": "<answer>a</answer>", "action": "answer", "tool": None, "argument": "a"}]}
+    run = tmp_path / "run.jsonl"
+    run.write_text(json.dumps({**record, "id": "first"}) + "\n" + json.dumps(record))  # no final newline
+    code, stderr = view(str(run))
+    assert code == 0, stderr
+    html = run.with_suffix(".html").read_text()
+    assert 'id="item-first"' in html and 'id="item-only"' in html
 
 
 def browser(page: Path, *args: str, tmp_path: Path) -> str:

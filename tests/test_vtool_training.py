@@ -8,6 +8,7 @@ scores, masks and trains the sequences. Every token of every model turn is train
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from test_refocus_data import replay
 from agentic_vlm.config import AgenticGRPOConfig
 from agentic_vlm.data import load_jsonl_dataset
 from agentic_vlm.data.refocus import write_refocus_dataset
+from agentic_vlm.eval import write_html
 from agentic_vlm.rollout import ScriptedTurnGenerator
 from agentic_vlm.tools.code import SandboxUnavailableError
 from agentic_vlm.trainer import AgenticGRPOTrainer
@@ -106,6 +108,19 @@ def test_the_step_scored_the_answers_and_logged_the_tool_use(trained):
     assert logs["tools/failure_frequency"] == 0.0 and logs["tools/invalid_action_frequency"] == 0.0
     assert logs["tools/calls_per_trajectory"] == 1.5
     assert np.isfinite(logs["train_loss"])
-    records = [json.loads(line) for line in open(f"{trainer.args.output_dir}/trajectories.jsonl")]
+    log = Path(trainer.trajectory_log_path)
+    assert log.parent == Path(trainer.args.output_dir) and log.name.startswith("trajectories-")
+    records = [json.loads(line) for line in log.read_text().splitlines()]
     assert {record["rewards"]["refocus_accuracy"] for record in records} == {1.0}
-    assert all(turn["images"] for record in records for turn in record["turns"][:-1])
+    # As informative as an evaluation's records: input and tool images saved, the prediction and its verdict.
+    for record in records:
+        assert record["step"] == 0 and record["prediction"] and record["correct"] is True
+        assert record["prediction"] in record["answer"]
+        saved = [*record["input_images"], *(image for turn in record["turns"] for image in turn.get("images", []))]
+        assert len(saved) > len(record["input_images"]) >= 1
+        assert all((log.parent / image).is_file() for image in saved)
+    html = write_html(log).read_text()
+    assert "Not scored" not in html and "not saved" not in html and "missing image" not in html
+    assert html.count('data-verdict="correct"') == len(records)
+    assert html.count("<img ") == sum(1 + sum(len(turn.get("images", [])) for turn in record["turns"])
+                                      for record in records)

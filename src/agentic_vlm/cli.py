@@ -16,13 +16,13 @@ import dataclasses
 import importlib
 import importlib.util
 import json
+import logging
 import os
 import sys
-from dataclasses import dataclass, field
+import traceback
 from pathlib import Path
 
-from .config import AgenticGRPOConfig
-from .families import FAMILIES
+# Nothing heavy at module level: `--help` must answer at once. Commands import what they use.
 
 # The generators of `make-data`, imported when used.
 SYNTHETIC_TASKS = {
@@ -31,25 +31,6 @@ SYNTHETIC_TASKS = {
     "coding": "agentic_vlm.data.coding_task:write_coding_dataset",
     "refocus": "agentic_vlm.data.refocus:write_refocus_dataset",
 }
-
-
-@dataclass
-class TrainScriptArguments:
-    """Recipe keys that are not trainer settings: the data, the processor's image resolution, the warm start."""
-
-    train_file: str = field(
-        metadata={"help": "Data to train on: a JSONL task file, a MAT training file or a ReFOCUS parquet file."}
-    )
-    eval_file: str | None = field(default=None, metadata={"help": "Data for TRL's periodic evaluation (same formats)."})
-    min_pixels: int | None = field(default=None, metadata={"help": "Smallest image area the processor keeps."})
-    max_pixels: int | None = field(
-        default=None, metadata={"help": "Largest image area the processor keeps (Visual-ARFT uses 401408)."}
-    )
-    warmstart_steps: int = field(
-        default=0, metadata={"help": "Supervised steps on the data's reference `solution` turns before GRPO."}
-    )
-    warmstart_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of the warm start."})
-    warmstart_batch_size: int = field(default=8, metadata={"help": "Batch size of the warm start."})
 
 
 def _require_model_extras(model_args) -> None:
@@ -64,26 +45,48 @@ def _require_model_extras(model_args) -> None:
             raise ImportError(f"this recipe needs {module}; install it with: pip install 'agentic-vlm[{extra}]'")
 
 
+def load_training_data(file: str, script_args):
+    """A training or evaluation file, any format the evaluation reads, with every image checked up front."""
+    from .data.validation import check_images
+    from .eval.benchmarks import load_benchmark
+
+    return check_images(load_benchmark(file).dataset, file, skip_bad_rows=script_args.skip_bad_rows,
+                        max_image_pixels=script_args.max_image_pixels)
+
+
 def train(argv: list[str]) -> None:
+    from .recipe import check_model_exists, find_checkpoint, parse_recipe, train_help
+
+    if argv and argv[0] in ("-h", "--help") or "--help" in argv[1:] or "-h" in argv[1:]:
+        print(train_help())
+        return
+    if not argv or argv[0].startswith("-"):
+        raise UsageError("usage: agentic-vlm train RECIPE.yaml [--key value ...]; `agentic-vlm train --help` lists "
+                         "the keys")
+    # Everything that can be checked is checked before a model loads: keys, names, ranges (parse_recipe), the model
+    # path, the checkpoint to resume, the data and its images, the tools and their options.
+    script_args, training_args, model_args = parse_recipe(argv[0], argv[1:])
+    _require_model_extras(model_args)
+    check_model_exists(model_args.model_name_or_path)
+    checkpoint = find_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    if script_args.warmstart_steps and training_args.deepspeed and not checkpoint:
+        # DeepSpeed shards the model as it loads (ZeRO-3); the warm start runs before the trainer, outside it.
+        raise ValueError("warmstart_steps runs outside DeepSpeed: warm start without `deepspeed`, then train from the "
+                         "saved model with warmstart_steps: 0")
+    train_dataset = load_training_data(script_args.train_file, script_args)
+    eval_dataset = load_training_data(script_args.eval_file, script_args) if script_args.eval_file else None
+
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
-    from trl import ModelConfig, TrlParser, get_peft_config
+    from trl import get_peft_config
 
-    from .eval.benchmarks import load_benchmark
     from .protocols import get_protocol
     from .tools import build_tools
     from .trainer import AgenticGRPOTrainer
     from .warmstart import supervised_warm_start
 
-    if not argv or argv[0].startswith("-"):
-        raise SystemExit("usage: agentic-vlm train RECIPE.yaml [--key value ...]")
-    parser = TrlParser((TrainScriptArguments, AgenticGRPOConfig, ModelConfig))
-    script_args, training_args, model_args = parser.parse_args_and_config(args=["--config", argv[0], *argv[1:]])
-    _require_model_extras(model_args)
-    if script_args.warmstart_steps and training_args.deepspeed:
-        # DeepSpeed shards the model as it loads (ZeRO-3); the warm start runs before the trainer, outside it.
-        raise ValueError("warmstart_steps runs outside DeepSpeed: warm start without `deepspeed`, then train from the "
-                         "saved model with warmstart_steps: 0")
+    protocol = get_protocol(training_args.protocol)
+    tools = build_tools(training_args.tools, training_args.tool_kwargs)
     if training_args.deepspeed and training_args.use_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import deepspeed
 
@@ -99,13 +102,12 @@ def train(argv: list[str]) -> None:
         dtype=dtype,
         attn_implementation=model_args.attn_implementation,
     )
-    # Any file the evaluation reads, recognised by its fields (task JSONL, MAT, ReFOCUS parquet).
-    train_dataset = load_benchmark(script_args.train_file).dataset
-    eval_dataset = load_benchmark(script_args.eval_file).dataset if script_args.eval_file else None
-    protocol = get_protocol(training_args.protocol)
-    tools = build_tools(training_args.tools, training_args.tool_kwargs)
 
-    if script_args.warmstart_steps:
+    if checkpoint:
+        # The checkpoint holds the weights after the warm start and the GRPO steps since; running it again would
+        # only be overwritten.
+        print(f"resuming from {checkpoint} (the warm start is not run again)", flush=True)
+    elif script_args.warmstart_steps:
         # Every rank runs the same seeded warm start, so the replicas stay identical without communication.
         supervised_warm_start(
             model, processor, protocol, tools, train_dataset,
@@ -126,7 +128,7 @@ def train(argv: list[str]) -> None:
         protocol=protocol,
         peft_config=get_peft_config(model_args),
     )
-    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
     trainer.save_state()
@@ -157,15 +159,21 @@ def _json_object(text: str) -> dict:
 
 
 def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="model directory (or hub id) with its processor")
+    parser.add_argument("--model", required=True, help="model folder (or hub id) with its processor")
     parser.add_argument("--dataset", required=True,
-                        help="a shipped task (zoom, search, coding: data/NAME/test.jsonl) or a dataset file")
+                        help="a shipped task (zoom, search, coding, refocus: DATA_DIR/NAME/test.jsonl) or a dataset "
+                             "file")
     parser.add_argument("--format", default="auto",
                         help="format of a dataset file: auto (from its fields), tasks, mat-search, mat-coding, "
-                             "mat-training")
+                             "mat-training, refocus")
     parser.add_argument("--image-root", help="folder of a MAT file's images (default: beside the file)")
     parser.add_argument("--data-dir", default="data", help="where the shipped tasks are")
-    parser.add_argument("--limit", type=_positive, help="evaluate the first N items only")
+    parser.add_argument("--limit", type=_positive, help="evaluate the first N items only (default: all)")
+    parser.add_argument("--skip-bad-rows", action="store_true",
+                        help="leave out rows whose images cannot be used (reported with a count and the first "
+                             "reasons) instead of stopping")
+    parser.add_argument("--max-image-pixels", type=_positive, default=89_478_485,
+                        help="a row with a larger image (width x height) is a bad row")
     parser.add_argument("--tools", type=_names, help="comma-separated tools (default: the benchmark's)")
     parser.add_argument("--tool-kwargs", type=_json_object, default={},
                         help="JSON: constructor arguments per tool, laid over the benchmark's option by option")
@@ -174,58 +182,97 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rewards", type=_names, default=["format"],
                         help="reward functions also recorded per item (comma-separated; '' for none)")
     parser.add_argument("--reward-kwargs", type=_json_object, default={}, help="JSON: options per reward function")
-    parser.add_argument("--output", help="the run's JSONL (default: outputs/eval/DATASET-MODEL.jsonl); "
-                                         "re-running with the same output resumes it")
+    parser.add_argument("--output",
+                        help="the run's JSONL (default: outputs/eval/DATASET-MODEL-FINGERPRINT-SETTINGS.jsonl, "
+                             "unique to the model's weights and the settings); re-running with the same output "
+                             "resumes it, and refuses if the model or a setting differs")
     parser.add_argument("--protocol", help="arft, vtool... (default: the benchmark's)")
-    parser.add_argument("--system-prompt", help="replaces the protocol's system prompt")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-turns", type=int, default=4)
-    parser.add_argument("--max-completion-length", type=int, default=1024,
+    parser.add_argument("--system-prompt", help="replaces the protocol's system prompt (default: the protocol's)")
+    parser.add_argument("--batch-size", type=_positive, default=16, help="trajectories rolled out together")
+    parser.add_argument("--max-turns", type=_positive, default=4,
+                        help="assistant turns per trajectory, the answer turn included")
+    parser.add_argument("--max-completion-length", type=_positive, default=1024,
                         help="tokens after the prompt: all turns and observations together")
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy decoding")
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--tool-timeout", type=float, default=60.0)
-    parser.add_argument("--min-pixels", type=int)
-    parser.add_argument("--max-pixels", type=int)
-    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (with --temperature above 0)")
+    parser.add_argument("--tool-timeout", type=float, default=60.0,
+                        help="seconds one tool call may take before it becomes a timeout observation")
+    parser.add_argument("--min-pixels", type=int, help="smallest image area the processor keeps (default: the "
+                                                       "model's)")
+    parser.add_argument("--max-pixels", type=int, help="largest image area the processor keeps (default: the "
+                                                       "model's)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
+                        help="weights' dtype (auto: the checkpoint's)")
     parser.add_argument("--device", help="default: cuda when available, else cpu")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of sampling")
+
+
+def _dataset_file(args: argparse.Namespace) -> Path:
+    from .eval.benchmarks import SHIPPED_TASKS
+
+    if args.dataset in SHIPPED_TASKS and not Path(args.dataset).exists():
+        return Path(args.data_dir) / args.dataset / "test.jsonl"
+    return Path(args.dataset)
 
 
 def evaluate_command(args: argparse.Namespace) -> None:
-    import torch
-
+    from .data.validation import check_images
     from .eval import evaluate, load_benchmark, load_for_inference, summary_path
+    from .eval.runner import check_same_settings, file_fingerprint, model_fingerprint, settings_fingerprint
     from .protocols import get_protocol
+    from .recipe import check_model_exists
     from .rewards import build_reward_funcs
     from .rollout import SamplingSettings
     from .tools import build_tools
 
+    # Everything that can fail is checked before the model loads: the model path, the data and its images, the
+    # tools and rewards, the output to resume.
+    check_model_exists(args.model)
     benchmark = load_benchmark(args.dataset, args.format, args.image_root, args.data_dir)
+    dataset_file = _dataset_file(args)
+    benchmark.dataset = check_images(benchmark.dataset, str(dataset_file), skip_bad_rows=args.skip_bad_rows,
+                                     max_image_pixels=args.max_image_pixels)
     if args.limit is not None:
         benchmark.dataset = benchmark.dataset.select(range(min(args.limit, len(benchmark.dataset))))
     tool_names = args.tools if args.tools is not None else list(benchmark.tools)
     if not tool_names:
-        raise SystemExit(f"name the tools for {args.dataset} with --tools (zoom, search, code)")
+        raise UsageError(f"name the tools for {args.dataset} with --tools (zoom, search, code)")
     unused = sorted(set(args.tool_kwargs) - set(tool_names))
     if unused:
-        raise SystemExit(f"--tool-kwargs has options for {unused}, which are not among the tools {tool_names}")
+        raise UsageError(f"--tool-kwargs has options for {unused}, which are not among the tools {tool_names}")
     # The user's options for a tool are laid over the benchmark's (the shipped search task's corpus, say).
-    tools = build_tools(tool_names, {
-        name: {**benchmark.tool_kwargs.get(name, {}), **args.tool_kwargs.get(name, {})} for name in tool_names
-    })
+    tool_kwargs = {name: {**benchmark.tool_kwargs.get(name, {}), **args.tool_kwargs.get(name, {})}
+                   for name in tool_names}
     protocol = get_protocol(args.protocol or benchmark.protocol)
+    tools = build_tools(tool_names, tool_kwargs)
     reward_funcs = build_reward_funcs(args.rewards, protocol, tools, args.reward_kwargs)
+
+    sampling = (SamplingSettings(do_sample=False) if args.temperature == 0
+                else SamplingSettings(temperature=args.temperature, top_p=args.top_p))
+    # What the results depend on. Not --limit (items are scored one by one, so a run can grow), not --device.
+    run_info = {
+        "model": args.model, "model_fingerprint": model_fingerprint(args.model),
+        "dataset": benchmark.name, "dataset_file": str(dataset_file), "dataset_fingerprint":
+            file_fingerprint(dataset_file) if dataset_file.is_file() else None,
+        "format": benchmark.format, "image_root": args.image_root, "skip_bad_rows": args.skip_bad_rows,
+        "max_image_pixels": args.max_image_pixels, "protocol": protocol.name, "system_prompt": args.system_prompt,
+        "tools": tool_names, "tool_kwargs": tool_kwargs, "rewards": args.rewards, "reward_kwargs": args.reward_kwargs,
+        "metrics": list(args.metrics or benchmark.metrics), "max_turns": args.max_turns, "max_completion_length": args.max_completion_length,
+        "temperature": args.temperature, "sampling": dataclasses.asdict(sampling),
+        "tool_timeout": args.tool_timeout, "min_pixels": args.min_pixels, "max_pixels": args.max_pixels,
+        "dtype": args.dtype, "batch_size": args.batch_size, "seed": args.seed,
+    }
+    model_name = Path(args.model.rstrip("/")).name
+    output = args.output or (f"outputs/eval/{benchmark.name}-{model_name}-{run_info['model_fingerprint'][:8]}-"
+                             f"{settings_fingerprint(run_info)}.jsonl")
+
+    check_same_settings(Path(output), run_info)  # before the model loads; `evaluate` checks again, harmlessly
+
+    import torch
 
     torch.manual_seed(args.seed)
     model, processor = load_for_inference(args.model, dtype=args.dtype, device=args.device,
                                           min_pixels=args.min_pixels, max_pixels=args.max_pixels)
-    sampling = (SamplingSettings(do_sample=False) if args.temperature == 0
-                else SamplingSettings(temperature=args.temperature, top_p=args.top_p))
-    output = args.output or f"outputs/eval/{benchmark.name}-{Path(args.model).name}.jsonl"
-    run_info = {"model": args.model, "protocol": protocol.name, "tools": tool_names, "max_turns": args.max_turns,
-                "max_completion_length": args.max_completion_length, "temperature": args.temperature,
-                "sampling": dataclasses.asdict(sampling)}
     # The model's generation_config.json is not used: these are the settings.
     print(sampling.describe(), flush=True)
     summary = evaluate(
@@ -253,40 +300,62 @@ def _summary_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
+class UsageError(ValueError):
+    """The command line is wrong (as opposed to the data or the model)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command but ``train`` (whose keys are the recipe's, see :mod:`agentic_vlm.recipe`).
+
+    Each command's flags are added by one function, so that a new flag goes next to its siblings."""
+    defaults = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(prog="agentic-vlm", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("train", help="train with a recipe (YAML keys are config fields)", add_help=False)
+    commands.add_parser("train", add_help=False,
+                        help="train with a recipe (`agentic-vlm train --help` lists its keys)")
 
-    tiny = commands.add_parser("make-tiny-model", help="build a tiny random Qwen2.5-VL and its processor, offline")
-    tiny.add_argument("output_dir")
-    tiny.add_argument("--vocab", choices=["small", "real"],
-                      help="small (default): a ~600-token BPE for fast tests; real: the Qwen2 vocabulary")
-    tiny.add_argument("--like", choices=sorted(name for family in FAMILIES.values() for name in family.checkpoints),
-                      help="carry this released checkpoint's generation and processor settings, eos ids and "
-                           "vocabulary (real pixel limits: slow on a CPU)")
-    tiny.add_argument("--seed", type=int, default=0)
+    tiny = commands.add_parser("make-tiny-model", formatter_class=defaults,
+                               help="build a tiny random Qwen2.5-VL and its processor, offline")
+    _add_tiny_model_arguments(tiny)
 
-    evaluation = commands.add_parser("eval", help="evaluate a model on a benchmark with the training rollout engine")
+    evaluation = commands.add_parser("eval", formatter_class=defaults,
+                                     help="evaluate a model on a benchmark with the training rollout engine")
     _add_eval_arguments(evaluation)
 
-    view = commands.add_parser("view", help="write a self-contained HTML page of a run's trajectories")
-    view.add_argument("run", help="the JSONL of `agentic-vlm eval` (or a trainer's trajectories.jsonl)")
+    view = commands.add_parser("view", formatter_class=defaults,
+                               help="write a self-contained HTML page of a run's trajectories")
+    view.add_argument("run", help="the JSONL of `agentic-vlm eval`, or a training run's trajectories-TIME.jsonl")
     view.add_argument("-o", "--output", help="the page (default: RUN.html)")
 
-    data = commands.add_parser("make-data", help="generate a synthetic task (deterministic by seed)")
-    data.add_argument("task", choices=list(SYNTHETIC_TASKS))
-    data.add_argument("output_dir")
+    data = commands.add_parser("make-data", formatter_class=defaults,
+                               help="generate a synthetic task (deterministic by seed)")
+    data.add_argument("task", choices=list(SYNTHETIC_TASKS), help="which task")
+    data.add_argument("output_dir", help="where train.jsonl, test.jsonl and the images go")
     data.add_argument("--train", type=int, help="training examples (default: the task's)")
     data.add_argument("--test", type=int, help="held-out examples (default: the task's)")
-    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--seed", type=int, default=0, help="seed of the generator")
+    return parser
 
-    if argv and argv[0] == "train":  # everything after the recipe belongs to the recipe parser
+
+def _add_tiny_model_arguments(parser: argparse.ArgumentParser) -> None:
+    from .families import FAMILIES
+
+    parser.add_argument("output_dir", help="folder to write the model and its processor to")
+    parser.add_argument("--vocab", choices=["small", "real"],
+                        help="small (default): a ~600-token BPE for fast tests; real: the Qwen2 vocabulary")
+    parser.add_argument("--like", choices=sorted(name for family in FAMILIES.values() for name in family.checkpoints),
+                        help="carry this released checkpoint's generation and processor settings, eos ids and "
+                             "vocabulary (real pixel limits: slow on a CPU)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+
+
+def run_command(argv: list[str]) -> None:
+    if argv and argv[0] == "train":  # everything after `train` belongs to the recipe's parser
         train(argv[1:])
         return
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.command == "make-tiny-model":
         from .tiny import make_tiny_model
 
@@ -302,6 +371,31 @@ def main(argv: list[str] | None = None) -> None:
         write = getattr(importlib.import_module(module_name), function_name)
         counts = {key: value for key, value in (("num_train", args.train), ("num_test", args.test)) if value is not None}
         print(write(args.output_dir, seed=args.seed, **counts))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run a command; an error is one line on stderr and exit status 1 (2 for a wrong command line), with the
+    traceback only under ``--debug``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [arg for arg in argv if arg != "--debug"]
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("agentic_vlm").setLevel(logging.INFO)  # our notes (resumed runs, skipped rows), not httpx's
+    try:
+        run_command(argv)
+    except KeyboardInterrupt:
+        print("agentic-vlm: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as error:  # noqa: BLE001 - every error becomes one message; --debug shows where it came from
+        if debug:
+            traceback.print_exc()
+        from .recipe import RecipeError
+
+        expected = (UsageError, RecipeError, ValueError, OSError, ImportError)
+        kind = "" if isinstance(error, expected) else f"{type(error).__name__}: "
+        hint = "" if debug else " (--debug shows the traceback)"
+        print(f"agentic-vlm: error: {kind}{error}{hint if kind else ''}", file=sys.stderr)
+        sys.exit(2 if isinstance(error, (UsageError, RecipeError)) else 1)
 
 
 if __name__ == "__main__":

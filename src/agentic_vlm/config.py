@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +36,7 @@ class AgenticGRPOConfig(GRPOConfig):
             Tools built by name for the command line and recipes (see `agentic_vlm.tools.build_tools`). Ignored when
             tools are passed to the trainer directly.
         tool_kwargs (`dict[str, dict]`, *optional*):
-            Keyword arguments of each tool's constructor, by tool name, e.g. `{"code": {"timeout": 10}}`.
+            Keyword arguments of each tool's constructor, by tool name, e.g. `{"code": {"timeout_s": 10}}`.
         tool_timeout (`float`, *optional*, defaults to `60.0`):
             Seconds one tool call may take; a slower call becomes a timeout observation.
         max_images_per_observation (`int`, *optional*, defaults to `4`):
@@ -52,8 +54,9 @@ class AgenticGRPOConfig(GRPOConfig):
         > Logging
 
         log_trajectories_steps (`int`, *optional*, defaults to `10`):
-            Write some trajectories, turn by turn with their rewards, to `<output_dir>/trajectories.jsonl` every
-            this many optimizer steps (0 disables it).
+            Write some trajectories, turn by turn with their input and tool images, prediction and rewards, to
+            `<output_dir>/trajectories-<time>.jsonl` (one file per run, printed when training starts; `agentic-vlm
+            view` renders it) every this many optimizer steps (0 disables it).
         num_trajectories_to_log (`int`, *optional*, defaults to `4`):
             Trajectories written each time.
     """
@@ -81,13 +84,68 @@ class AgenticGRPOConfig(GRPOConfig):
         for module, extra, needed in (("deepspeed", "deepspeed", bool(self.deepspeed)), ("vllm", "vllm", self.use_vllm)):
             if needed and importlib.util.find_spec(module) is None:
                 raise ImportError(f"this configuration needs {module}; install it with: pip install 'agentic-vlm[{extra}]'")
+        if self.bf16 is None and not self.fp16:
+            # TRL turns an unset bf16 into True, which transformers then refuses on a machine without a bf16 GPU;
+            # there the sensible default is full precision.
+            from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
+
+            self.bf16 = self.use_cpu is False and (is_torch_bf16_gpu_available() or is_torch_xla_available())
         super().__post_init__()
         self.tool_kwargs = _as_dict(self.tool_kwargs, "tool_kwargs")
         self.reward_kwargs = _as_dict(self.reward_kwargs, "reward_kwargs")
-        if self.max_turns < 1:
-            raise ValueError(f"max_turns must be at least 1, got {self.max_turns}")
-        if self.tool_timeout <= 0:
-            raise ValueError(f"tool_timeout must be positive, got {self.tool_timeout}")
+        self._check_ranges()
+        self._check_names()
+
+    def _check_ranges(self) -> None:
+        """Numbers that would fail (or silently do nothing) only once training runs."""
+        at_least = {"max_turns": 1, "max_images_per_observation": 0,
+                    "log_trajectories_steps": 0, "num_trajectories_to_log": 0, "per_device_train_batch_size": 1,
+                    "gradient_accumulation_steps": 1}
+        for name, lowest in at_least.items():
+            if getattr(self, name) is not None and getattr(self, name) < lowest:
+                raise ValueError(f"{name} must be at least {lowest}, got {getattr(self, name)}")
+        positive = ("learning_rate", "tool_timeout", "max_completion_length")
+        for name in positive:
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be 0 or more, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.beta < 0:
+            raise ValueError(f"beta must be 0 or more, got {self.beta}")
+
+    def _check_names(self) -> None:
+        """Tools, their options, rewards and the protocol exist, without building any of them."""
+        from .protocols import PROTOCOLS
+        from .rewards import REWARD_FACTORIES
+        from .tools import check_tool_kwargs
+
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(_unknown("protocol", self.protocol, PROTOCOLS))
+        check_tool_kwargs(self.tools, self.tool_kwargs)
+        for name in [*self.reward_funcs, *self.reward_kwargs]:
+            if name not in REWARD_FACTORIES:
+                raise ValueError(_unknown("reward function", name, REWARD_FACTORIES))
+        unused = [name for name in self.reward_kwargs if name not in self.reward_funcs]
+        if unused:
+            raise ValueError(f"reward_kwargs has options for {unused}, which are not among reward_funcs "
+                             f"{self.reward_funcs}")
+        for name, options in self.reward_kwargs.items():
+            parameters = inspect.signature(REWARD_FACTORIES[name]).parameters
+            unknown = sorted(set(options) - set(parameters) - {"protocol", "tools"})
+            if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+                raise ValueError(f"reward_kwargs[{name!r}]: {unknown} are not options of this reward; it takes "
+                                 f"{sorted(set(parameters) - {'protocol', 'tools'})}")
+        if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
+            raise ValueError(f"reward_weights has {len(self.reward_weights)} weights for {len(self.reward_funcs)} "
+                             f"reward_funcs {self.reward_funcs}")
+
+
+def _unknown(kind: str, name: str, known) -> str:
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown {kind} {name!r}; {hint}available: {', '.join(sorted(known))}"
 
 
 def _as_dict(value: dict | str | None, name: str) -> dict:

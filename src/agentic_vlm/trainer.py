@@ -6,13 +6,16 @@ accumulation, logging and checkpoints. Three methods are overridden:
 - ``_generate``: runs the rollout engine and hands TRL the token ids, the mask that keeps observation tokens out of
   the loss (TRL's ``tool_mask``), the sampling log-probabilities and every image of every trajectory;
 - ``_generate_and_score_completions``: only keeps the batch's dataset rows for the tools (``ToolContext.row``);
-- ``_calculate_rewards``: only writes some trajectories with their rewards to a readable log.
+- ``_calculate_rewards``: only writes some trajectories with their rewards to a readable log, one per run
+  (``<output_dir>/trajectories-<time>.jsonl``, readable with ``agentic-vlm view``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
+from pathlib import Path
 
 import torch
 from trl import GRPOTrainer
@@ -133,7 +136,7 @@ class AgenticGRPOTrainer(GRPOTrainer):
         )
         self._rollout_rows: list[dict] = []
         self._rollout_trajectories: list[Trajectory] = []
-        self._trajectory_log_path = os.path.join(args.output_dir, "trajectories.jsonl")
+        self.trajectory_log_path = os.path.join(args.output_dir, "trajectories.jsonl")  # train() names it per run
 
     # -------------------------------------------------------------------------------------------------- generation
     def _sync_batch_size(self, num_active: int) -> int:
@@ -244,22 +247,34 @@ class AgenticGRPOTrainer(GRPOTrainer):
         return rewards_per_func
 
     def _write_trajectory_log(self, rewards_per_func: torch.Tensor) -> None:
-        os.makedirs(self.args.output_dir, exist_ok=True)
-        with open(self._trajectory_log_path, "a") as file:
+        """Append some trajectories of this step to the run's log, in the records of ``agentic-vlm eval`` (input and
+        tool images saved beside the log, the prediction, its accuracy, each reward), so that ``agentic-vlm view``
+        shows them the same way."""
+        from .eval.runner import item_record
+
+        log = Path(self.trajectory_log_path)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        images_dir = log.parent / f"{log.stem}-images"
+        with open(log, "a", encoding="utf-8") as file:
             for index, trajectory in enumerate(self._rollout_trajectories[: self.args.num_trajectories_to_log]):
                 row = self._rollout_rows[index]
-                prompt = row.get("prompt")
-                record = {
-                    "step": self.state.global_step,
-                    "question": prompt[-1]["content"] if isinstance(prompt, list) else prompt,
-                    "answer": row.get("answer"),
-                    "rewards": {name: _finite_or_none(value) for name, value in
-                                zip(self.reward_func_names, rewards_per_func[index].tolist(), strict=True)},
-                    **trajectory.to_record(),
-                }
-                file.write(json.dumps(record, default=str) + "\n")
+                rewards = {name: _finite_or_none(value) for name, value in
+                           zip(self.reward_func_names, rewards_per_func[index].tolist(), strict=True)}
+                # Scored like the evaluation (the accuracy of the final answer) where the row has an answer.
+                metrics = ("accuracy",) if row.get("answer") is not None else ()
+                item_id = f"step{self.state.global_step}-{index}"
+                record = item_record(item_id, row, trajectory, rewards, self.protocol, metrics, (), images_dir,
+                                     log.parent)
+                file.write(json.dumps({"step": self.state.global_step, **record}, ensure_ascii=False, default=str)
+                           + "\n")
 
     def train(self, *args, **kwargs):
+        if self.args.log_trajectories_steps and self.accelerator.is_main_process:
+            # One log per run: a resumed or repeated run does not append to an earlier run's trajectories.
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            self.trajectory_log_path = os.path.join(self.args.output_dir, f"trajectories-{stamp}.jsonl")
+            print(f"trajectories of this run: {self.trajectory_log_path} "
+                  f"(view them with: agentic-vlm view {self.trajectory_log_path})", flush=True)
         try:
             return super().train(*args, **kwargs)
         finally:

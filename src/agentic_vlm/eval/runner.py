@@ -2,13 +2,16 @@
 
 :func:`evaluate` writes one JSON line per item (the whole trajectory, the images its tools returned saved next to
 the file, the prediction and each metric's score) and a summary of the metrics. It resumes: items whose id is
-already in the output file are skipped, the others are appended, and the summary covers every line.
+already in the output file are skipped, the others are appended, and the summary covers every line. A run records
+what it was made with (``RUN.settings.json``: the model and a fingerprint of its weights, the data, every setting that
+changes results); resuming with anything different is refused, naming the differences.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import inspect
 import json
 import logging
@@ -119,20 +122,30 @@ def summary_path(output: str | Path) -> Path:
     return Path(output).with_suffix(".summary.json")
 
 
-def read_run(path: str | Path) -> list[dict]:
+def read_run(path: str | Path, *, keep_unterminated_line: bool = False) -> list[dict]:
     """The records of an evaluation output file (none if it does not exist). A last line without its newline is one
-    an interrupted run was writing: it is not a record (see :func:`cut_incomplete_line`)."""
+    an interrupted run was writing: it is not a record (see :func:`cut_incomplete_line`), unless
+    ``keep_unterminated_line`` and it holds a whole JSON object (a file written by another program)."""
     path = Path(path)
     if not path.is_file():
         return []
-    text = path.read_text(encoding="utf-8")
-    complete = text[: text.rfind("\n") + 1]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a text file of JSON lines (a run of agentic-vlm eval or training)") from None
+    lines = text.splitlines()
+    if not text.endswith("\n") and lines and not keep_unterminated_line:
+        lines.pop()
     records = []
-    for number, line in enumerate(complete.splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as error:
+            if number == len(lines) and not text.endswith("\n"):
+                break  # an interrupted write
             raise ValueError(f"{path}, line {number}: not a JSON record ({error.msg})") from None
+        if not isinstance(records[-1], dict):
+            raise ValueError(f"{path}, line {number}: not a JSON object")
     return records
 
 
@@ -145,6 +158,87 @@ def cut_incomplete_line(path: Path) -> None:
         logger.warning("%s: dropping an incomplete last line (the run was interrupted); that item runs again", path)
         with open(path, "r+b") as file:
             file.truncate(data.rfind(b"\n") + 1)
+
+
+def settings_path(output: str | Path) -> Path:
+    """Where :func:`evaluate` records what ``RUN.jsonl`` was made with: ``RUN.settings.json``."""
+    return Path(output).with_suffix(".settings.json")
+
+
+# Bytes read from each end of every tensor for the fingerprint (see model_fingerprint).
+_SAMPLED_BYTES = 4096
+
+
+def model_fingerprint(model: str | Path) -> str:
+    """A short hash that tells two models apart without reading all their weights.
+
+    It covers ``config.json``, the generation and processor settings, and for each weight file its size, its
+    safetensors header (every tensor's name, dtype, shape and offsets) and the first and last 4 KiB of every tensor's
+    data. Training changes every element of a trained tensor, so two checkpoints of the same architecture (two
+    ``checkpoint-100`` folders of different runs, a model before and after a fine-tune) differ in those bytes; sizes
+    and modification times alone would call them equal. Reading about 8 KiB per tensor costs milliseconds even for a
+    7B model, where hashing every byte would take a minute. A hub id that is not a local folder is fingerprinted by
+    its name only.
+    """
+    folder = Path(model)
+    digest = hashlib.sha256()
+    if not folder.is_dir():
+        digest.update(f"hub:{model}".encode())
+        return digest.hexdigest()[:16]
+    for name in ("config.json", "generation_config.json", "preprocessor_config.json", "processor_config.json",
+                 "chat_template.jinja", "tokenizer_config.json"):
+        if (folder / name).is_file():
+            digest.update(name.encode() + b"\0" + (folder / name).read_bytes())
+    for weights in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
+        with open(weights, "rb") as file:
+            if weights.suffix != ".safetensors":
+                digest.update(file.read(1 << 20))
+                continue
+            header_size = int.from_bytes(file.read(8), "little")
+            header = file.read(header_size)
+            digest.update(header)
+            for name, tensor in sorted(json.loads(header).items()):
+                if name == "__metadata__":
+                    continue
+                start, end = (8 + header_size + offset for offset in tensor["data_offsets"])
+                for position in sorted({start, max(start, end - _SAMPLED_BYTES)}):
+                    file.seek(position)
+                    digest.update(file.read(min(_SAMPLED_BYTES, end - position)))
+    return digest.hexdigest()[:16]
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """The SHA-256 of a dataset file's bytes (first 16 hex digits)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def settings_fingerprint(settings: dict) -> str:
+    """A short hash of a run's settings, for default output names that differ whenever the settings do."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def check_same_settings(output: Path, settings: dict) -> None:
+    """Record ``settings`` for a new run; for a run being resumed, refuse if they differ from the recorded ones."""
+    recorded_file = settings_path(output)
+    if not recorded_file.is_file():
+        if read_run(output):
+            raise ValueError(f"{output} holds results but no record of the settings that made them "
+                             f"({recorded_file}); write this run to another --output")
+        recorded_file.parent.mkdir(parents=True, exist_ok=True)
+        recorded_file.write_text(json.dumps(settings, indent=2, default=str) + "\n")
+        return
+    recorded = json.loads(recorded_file.read_text())
+    current = json.loads(json.dumps(settings, default=str))
+    differences = [f"{key}: {recorded.get(key)!r} then, {current.get(key)!r} now"
+                   for key in sorted(set(recorded) | set(current)) if recorded.get(key) != current.get(key)]
+    if differences:
+        raise ValueError(f"{output} was made with other settings, so its results cannot be resumed: "
+                         + "; ".join(differences) + ". Write to another --output, or delete the run to start over")
 
 
 def item_ids(dataset) -> list[str]:
@@ -178,7 +272,9 @@ def evaluate(
 
     ``metrics`` default to the benchmark's; the first decides whether an item is ``correct`` (a score of 1).
     ``reward_funcs`` (TRL reward functions, async ones included) are recorded per item too. ``run_info`` (the model,
-    the settings) goes into the summary. Other options are :func:`rollout_dataset`'s.
+    its fingerprint, the data, every setting that changes results) goes into the summary and into
+    :func:`settings_path`: resuming a run whose recorded ``run_info`` differs raises ``ValueError`` naming the
+    differences. Other options are :func:`rollout_dataset`'s.
     """
     metrics = tuple(metrics or benchmark.metrics)
     check_metric_names(metrics)
@@ -188,6 +284,8 @@ def evaluate(
     dataset = benchmark.dataset
     ids = item_ids(dataset)
     cut_incomplete_line(output)
+    if run_info is not None:
+        check_same_settings(output, run_info)
     done = {record["id"] for record in read_run(output)}
     strangers = done - set(ids)
     if strangers:
@@ -221,7 +319,7 @@ def item_record(item_id: str, row: dict, trajectory: Trajectory, rewards: dict, 
     can be moved with its images; the dataset's own images keep their absolute paths.
     """
     prediction = final_answer(trajectory.completion_messages(), protocol)
-    scores = score_item(prediction, row["answer"], metrics)
+    scores = score_item(prediction, row["answer"], metrics) if metrics else {}
     trajectory_record = trajectory.to_record(images_dir=images_dir)
     trajectory_record["trajectory_id"] = trajectory_record.pop("id")
     for turn in trajectory_record["turns"]:
@@ -230,9 +328,9 @@ def item_record(item_id: str, row: dict, trajectory: Trajectory, rewards: dict, 
     return {
         "id": item_id,
         "question": question_text(row["prompt"]),
-        "answer": row["answer"],
+        "answer": row.get("answer"),
         "prediction": prediction,
-        "correct": scores[metrics[0]] == 1.0,
+        **({"correct": scores[metrics[0]] == 1.0} if metrics else {}),
         "scores": scores,
         "rewards": rewards,
         **{column: row[column] for column in group_by if column in row},

@@ -5,8 +5,8 @@ returned), the item's scores and rewards, and filters (all, correct, wrong, tool
 JavaScript apply; the filter is in the URL fragment (``RUN.html#filter=wrong``), so a filtered view can be linked.
 Images are embedded as data URIs and nothing is loaded from elsewhere, so the page can be mailed or archived alone.
 
-It reads the JSONL of ``agentic-vlm eval`` (and its summary beside it) and the trainer's ``trajectories.jsonl``,
-whose records have no verdict and whose tool images were not saved (they are shown by size).
+It reads the JSONL of ``agentic-vlm eval`` (and its summary beside it) and the trainer's ``trajectories-<time>.jsonl``
+(the same records, with the training step and the rewards of that step).
 """
 
 from __future__ import annotations
@@ -76,9 +76,15 @@ def write_html(run_path: str | Path, html_path: str | Path | None = None) -> Pat
     """Write the page of the run ``run_path`` (JSONL) to ``html_path`` (default: ``RUN.html``); returns its path."""
     run_path = Path(run_path)
     html_path = Path(html_path) if html_path is not None else run_path.with_suffix(".html")
-    records = read_run(run_path)
+    if not run_path.is_file():
+        raise FileNotFoundError(f"{run_path} does not exist")
+    records = read_run(run_path, keep_unterminated_line=True)
     if not records:
         raise ValueError(f"{run_path} holds no trajectories")
+    for number, record in enumerate(records, start=1):
+        if not isinstance(record.get("turns"), list):
+            raise ValueError(f"{run_path}, line {number}: not a trajectory (no 'turns'); view reads the output of "
+                             "agentic-vlm eval or a training run's trajectories-*.jsonl, not a dataset file")
     summary_file = summary_path(run_path)
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
     html_path.write_text(render_page(records, run_path.parent, run_path.stem, summary), encoding="utf-8")
