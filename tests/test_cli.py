@@ -22,11 +22,13 @@ def agentic_vlm(*args, cwd=ROOT, timeout=300):
 
 
 @pytest.mark.slow
-def test_quickstart_recipe_trains_and_writes_checkpoint_metrics_and_trajectories(tiny_model_dir, tmp_path):
+def test_quickstart_recipe_trains_writes_checkpoint_metrics_and_trajectories_and_resumes(tiny_model_dir, tmp_path):
     output = tmp_path / "run"
-    agentic_vlm("train", "recipes/quickstart.yaml", "--model_name_or_path", tiny_model_dir,
-                "--output_dir", str(output), "--max_steps", "2", "--save_steps", "2", "--warmstart_steps", "2",
-                "--per_device_train_batch_size", "8", "--log_trajectories_steps", "1", "--num_trajectories_to_log", "3")
+    common = ["--model_name_or_path", tiny_model_dir, "--output_dir", str(output), "--save_steps", "2",
+              "--warmstart_steps", "2", "--per_device_train_batch_size", "8", "--log_trajectories_steps", "1",
+              "--num_trajectories_to_log", "3"]
+    # From another folder: the recipe's data path is relative to the recipe.
+    first = agentic_vlm("train", str(ROOT / "recipes" / "quickstart.yaml"), *common, "--max_steps", "2", cwd=tmp_path)
     assert (output / "checkpoint-2" / "model.safetensors").is_file()
     assert (output / "model.safetensors").is_file() and (output / "processor_config.json").is_file()
     state = json.loads((output / "trainer_state.json").read_text())
@@ -35,10 +37,26 @@ def test_quickstart_recipe_trains_and_writes_checkpoint_metrics_and_trajectories
     assert len(logged) >= 1
     assert {"rewards/accuracy/mean", "rewards/format/mean", "rollout/turns", "tools/calls_per_trajectory"} <= set(
         logged[0])
-    lines = [json.loads(line) for line in (output / "trajectories.jsonl").read_text().splitlines()]
+    [log] = output.glob("trajectories-*.jsonl")
+    assert f"trajectories of this run: {log}" in first.stdout  # said at the start
+    assert "warm start" in first.stderr
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(lines) == 6  # 3 trajectories at each of the two steps
-    assert {"question", "answer", "rewards", "turns", "stop_reason"} <= set(lines[0])
+    assert {"question", "answer", "prediction", "correct", "input_images", "rewards", "turns", "stop_reason"} <= set(
+        lines[0])
     assert set(lines[0]["rewards"]) == {"accuracy", "format"}
+    assert all((output / image).is_file() for line in lines for image in line["input_images"])
+
+    import time
+
+    time.sleep(1)  # the next run's log has another name (one per second)
+    resumed = agentic_vlm("train", "recipes/quickstart.yaml", *common, "--max_steps", "3",
+                          "--resume_from_checkpoint", "true")
+    assert f"resuming from {output / 'checkpoint-2'} (the warm start is not run again)" in resumed.stdout
+    assert "warm start" not in resumed.stderr
+    assert json.loads((output / "trainer_state.json").read_text())["global_step"] == 3
+    logs = sorted(output.glob("trajectories-*.jsonl"))
+    assert len(logs) == 2 and logs[0] == log and len(log.read_text().splitlines()) == 6  # the first run's is untouched
 
 
 def test_make_tiny_model_and_make_data(tmp_path):
