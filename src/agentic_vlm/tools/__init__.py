@@ -45,7 +45,9 @@ def check_tool_kwargs(names: list[str], tool_kwargs: dict[str, dict] | None) -> 
         options = tool_kwargs.get(name) or {}
         if not isinstance(options, dict):
             raise ValueError(f"tool_kwargs[{name!r}] must be a mapping of option to value, got {options!r}")
-        parameters = inspect.signature(tool_class(name).__init__).parameters
+        init = tool_class(name).__init__
+        # A tool without a constructor of its own takes no options (object's signature would say **kwargs).
+        parameters = {} if init is object.__init__ else inspect.signature(init).parameters
         if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
             continue
         unknown = sorted(set(options) - set(parameters) - {"self"})
