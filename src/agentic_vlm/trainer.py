@@ -18,10 +18,12 @@ import time
 from pathlib import Path
 
 import torch
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from trl import GRPOTrainer
 from trl.models.utils import unwrap_model_for_generation
 
 from .config import AgenticGRPOConfig
+from .console import CompactPrinterCallback, CompactProgressCallback
 from .families import end_of_turn_token_ids
 from .protocols import Protocol, get_protocol
 from .rewards import build_reward_funcs
@@ -92,6 +94,10 @@ class AgenticGRPOTrainer(GRPOTrainer):
         # ids, which is what trajectories with images returned mid-sequence need.
         self.tools = tools
         self.protocol = protocol
+        # One compact line per logging step (see console.py) in place of transformers' dict of every figure.
+        for default, compact in ((ProgressCallback, CompactProgressCallback), (PrinterCallback, CompactPrinterCallback)):
+            if self.pop_callback(default) is not None:
+                self.add_callback(compact)
 
         stop_strings = protocol.stop_strings(tools)
         if self.use_vllm:
@@ -222,7 +228,9 @@ class AgenticGRPOTrainer(GRPOTrainer):
                                                                           for t in trajectories]))
         metrics["completions/clipped_ratio"].append(1.0 - metrics["rollout/stop_answer"][-1])
         metrics["rollout/turns"].append(self._gathered_mean([len(t.turns) for t in trajectories]))
-        calls = [turn for t in trajectories for turn in t.turns if turn.observation is not None]
+        # Tool calls only: an invalid action also gets an observation (what was wrong), but no tool ran.
+        calls = [turn for t in trajectories for turn in t.turns
+                 if turn.action.kind == "tool" and turn.observation is not None]
         metrics["tools/calls_per_trajectory"].append(self._gathered_mean([
             sum(turn.action.kind == "tool" and turn.observation is not None for turn in t.turns)
             for t in trajectories
@@ -234,7 +242,7 @@ class AgenticGRPOTrainer(GRPOTrainer):
             self._gathered_mean([float(turn.action.kind == "invalid") for t in trajectories for turn in t.turns])
         )
         metrics["tools/seconds_per_call"].append(
-            self._gathered_mean([turn.tool_seconds for turn in calls if turn.action.kind == "tool"])
+            self._gathered_mean([turn.tool_seconds for turn in calls])
         )
         metrics["tools/wall_seconds_per_turn"].append(self._gathered_mean(self.rollout_engine.tool_wall_seconds))
 
@@ -267,6 +275,17 @@ class AgenticGRPOTrainer(GRPOTrainer):
                                      log.parent)
                 file.write(json.dumps({"step": self.state.global_step, **record}, ensure_ascii=False, default=str)
                            + "\n")
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        super().create_model_card(model_name, dataset_name, tags)
+        # TRL names the base model only when it is a hub id; a model loaded from a folder would read
+        # "a fine-tuned version of [None](https://huggingface.co/None)".
+        card = Path(self.args.output_dir) / "README.md"
+        base = getattr(self.model.config, "_name_or_path", None)
+        if self.is_world_process_zero() and base and card.is_file():
+            text = card.read_text(encoding="utf-8")
+            text = text.replace("[None](https://huggingface.co/None)", f"the local model `{base}`")
+            card.write_text(text.replace("base_model: None\n", f"base_model: {base}\n"), encoding="utf-8")
 
     def train(self, *args, **kwargs):
         if self.args.log_trajectories_steps and self.accelerator.is_main_process:
