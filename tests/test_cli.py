@@ -210,3 +210,17 @@ def test_find_checkpoint_takes_true_latest_or_a_folder(tmp_path):
     assert find_checkpoint(None, str(tmp_path)) is None
     with pytest.raises(ValueError, match="is not a folder"):
         find_checkpoint(str(tmp_path / "checkpoint-7"), str(tmp_path))
+
+
+def test_a_hub_model_that_cannot_be_fetched_fails_at_once(monkeypatch):
+    from huggingface_hub import constants
+
+    from agentic_vlm.recipe import RecipeError, check_model_exists
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    with pytest.raises(RecipeError, match=r"model someone/no-such-model is not a local folder and not in the hub "
+                                          r"cache, and the hub \(http://127.0.0.1:9\) cannot be reached"):
+        check_model_exists("someone/no-such-model")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(RecipeError, match="HF_HUB_OFFLINE is set"):
+        check_model_exists("someone/no-such-model")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -264,12 +265,29 @@ def parse_recipe(path: str | Path, overrides: list[str]):
     parser.error = error
     parser.set_defaults_with_config(**recipe)
     try:
-        return parser.parse_args_into_dataclasses(args=overrides)
+        script_args, training_args, model_args = parser.parse_args_into_dataclasses(args=overrides)
     except (ValueError, TypeError) as failure:
         if isinstance(failure, RecipeError):
             raise
         where = f"{path} with the command line's overrides" if overrides else str(path)
         raise RecipeError(f"{where}: {failure}") from failure
+    scale_warm_start(script_args, recipe, training_args.max_steps, overrides)
+    return script_args, training_args, model_args
+
+
+def scale_warm_start(script_args, recipe: dict, max_steps: int, overrides: list[str]) -> None:
+    """A short trial run (``--max_steps 3`` against a recipe's 40) gets a warm start shortened in proportion, unless
+    the command line sets ``warmstart_steps`` itself: three GRPO steps after a full warm start would spend nearly
+    all the time on the warm start."""
+    given = {token[2:].partition("=")[0] for token in overrides if token.startswith("--")}
+    planned = recipe.get("max_steps")
+    if "max_steps" not in given or "warmstart_steps" in given or not isinstance(planned, int):
+        return
+    if 0 < max_steps < planned and script_args.warmstart_steps:
+        scaled = max(1, math.ceil(script_args.warmstart_steps * max_steps / planned))
+        print(f"max_steps {max_steps} of the recipe's {planned}: warm start shortened to {scaled} of its "
+              f"{script_args.warmstart_steps} steps (set --warmstart_steps to choose)", flush=True)
+        script_args.warmstart_steps = scaled
 
 
 def find_checkpoint(resume_from_checkpoint: str | None, output_dir: str) -> str | None:
