@@ -434,6 +434,17 @@ def test_a_crashed_worker_is_restarted(sandbox):
     assert sandbox.run("print('back')").stdout == "back\n"
 
 
+def test_a_worker_whose_zygote_died_is_restarted(sandbox):
+    worker = sandbox._workers[0]
+    launcher = worker._process.pid
+    zygote = descendants(descendants(launcher)[0])[0]
+    os.kill(zygote, signal.SIGKILL)  # the worker can make no session without it: it exits, and is restarted
+    worker._process.wait(timeout=5)
+    outcomes = [sandbox.run("print('back')") for _ in range(2)]
+    assert "sandbox failed" in outcomes[0].error and outcomes[1].stdout == "back\n"
+    assert worker._process.pid != launcher
+
+
 def test_back_to_back_calls_each_see_only_their_own_input(sandbox):
     # Calls arrive while the spare session that takes the next one still warms up: each must find its own input
     # image in its working directory, and nothing else.

@@ -66,8 +66,10 @@ class SandboxConfig:
     Attributes:
         workers: Worker processes, so calls that run at once; further calls wait. Each holds numpy, Pillow and
             OpenCV in memory (about 100 MB).
-        timeout_s: Wall-clock limit of one call; the code's whole session is killed when it passes. The CPU
-            time limit is the same number of seconds, rounded up.
+        timeout_s: Wall-clock limit of one call; the code's whole session, every thread and process of it, is
+            killed when it passes (and a kept session is stopped between its calls). The CPU time limit is the
+            same number of seconds, rounded up, for each process of the code (RLIMIT_CPU, renewed for each call;
+            its SIGXCPU can be ignored, the wall-clock limit cannot).
         memory_mb: Memory (address space) each process of the code may allocate, beyond what the warm worker
             already maps (RLIMIT_AS: per process, so a session may hold up to ``max_processes`` times this).
         max_processes: Processes and threads the code of one session may run at once. Stops fork bombs.

@@ -45,8 +45,8 @@ class CodeTool(Tool):
             call :meth:`release` when a trajectory ends. Without it every call starts from a clean process.
         **options: Fields of :class:`SandboxConfig` (``workers``, ``timeout_s``, ``memory_mb``,
             ``max_processes``, ``file_size_mb``, ``work_dir_mb``, ``max_output_bytes``, ``max_images``,
-            ``max_image_pixels``, ``max_sessions``, ``allow_unsafe``), flat so that a recipe can set them; each
-            has the default documented there.
+            ``max_image_pixels``, ``max_input_pixels``, ``max_sessions``, ``allow_unsafe``), flat so that a recipe
+            can set them; each has the default documented there.
 
     Constructing the tool starts the workers (about a second) and raises :class:`SandboxUnavailableError` if
     the host cannot isolate code and ``allow_unsafe`` is not set. :attr:`isolation` says what was reached.

@@ -56,9 +56,9 @@ class FrameMemory:
     """Memory to read frames into, kept from one frame to the next.
 
     A fresh buffer per frame costs a page fault per 4 KiB, about a millisecond per image in a virtual machine; a
-    kept one is faulted in once. It is also left out of forked children: a sandbox worker forks sessions all the
-    time, and writing into memory it shares with a child would copy every page it touches. The blobs of a frame
-    read into it are valid until the next frame is read into it.
+    kept one is faulted in once. It is also left out of forked children, which must not inherit a call's images,
+    and writing into memory shared with a child would copy every page touched. The blobs of a frame read into it
+    are valid until the next frame is read into it.
     """
 
     def __init__(self):

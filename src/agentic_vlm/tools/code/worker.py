@@ -294,7 +294,7 @@ class Worker:
             self.by_pid[self.spare.pid] = self.spare
 
     def _take_spare(self) -> Session:
-        """The spare session, waiting for the zygote's fork if need be; the zygote starts on the next one at once."""
+        """The spare session, waiting for the zygote's fork if need be (_call orders the next one)."""
         while self.spare is None:
             if self.spare_failure is not None:
                 failure, self.spare_failure = self.spare_failure, None
@@ -303,8 +303,6 @@ class Worker:
             wait_until_ready(self.zygote.fileno(), select.POLLIN, None)
             self._hear_from_zygote()
         spare, self.spare = self.spare, None
-        with contextlib.suppress(OSError):  # the next call orders it again, and reports what fails
-            self._order_spare()
         return spare
 
     # --- calls --------------------------------------------------------------------------------------------------
@@ -337,7 +335,8 @@ class Worker:
         session = self.sessions.pop(key, None) if key is not None else None
         lost = None
         if session is not None and session.exit_status is not None:
-            lost = f"its process ended between calls ({_describe_end(session.exit_status, 0)})"
+            ended = _describe_end(session.exit_status, self.settings["cpu_seconds"])
+            lost = f"its process ended between calls ({ended})"
             finished.append(session)
             session = None
         outcome = {"stdout": "", "stdout_dropped": 0, "session_alive": False, "result": None, "lost": lost}
@@ -406,6 +405,10 @@ class Worker:
         checked, images = None, []
         try:
             write_frame(session.request, request, (), deadline)
+            # The zygote forks the next spare while this call runs (on another core, where there is one); ordered
+            # only now, so that the call does not wait for its tmpfs to be mounted.
+            with contextlib.suppress(OSError):  # the next call orders it again, and reports what fails
+                self._order_spare()
             poller = select.poll()
             for fd in (session.result, session.output, self.zygote.fileno()):
                 poller.register(fd, select.POLLIN)
