@@ -26,6 +26,7 @@ import pytest
 from PIL import Image
 
 from agentic_vlm.tools.code import ExecutionResult, Sandbox, SandboxConfig, SandboxUnavailableError
+from agentic_vlm.tools.code import sandbox as sandbox_module
 
 TIMEOUT_S = 2.0
 SECRET_NAME = "AGENTIC_VLM_TEST_SECRET"
@@ -804,3 +805,30 @@ def test_a_session_that_dies_between_calls_says_so_on_the_next_call(lone):
         " (The code's process was killed by SIGKILL.))"
     )
     lone.release("doomed")
+
+
+def test_refuses_to_run_without_the_syscall_filter_unless_allowed(tmp_path):
+    # A copy of the sandbox's modules whose jail cannot import the seccomp binding, as on a host without it.
+    package = tmp_path / "sandbox_copy"
+    shutil.copytree(Path(sandbox_module.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    (package / "__init__.py").write_text("")  # without the tool, which imports the rest of agentic_vlm
+    jail = package / "jail.py"
+    jail.write_text(jail.read_text().replace("import pyseccomp as seccomp", "import no_such_seccomp_binding as seccomp"))
+    probe = (
+        "import warnings\n"
+        "from sandbox_copy.sandbox import Sandbox, SandboxConfig, SandboxUnavailableError\n"
+        "try:\n"
+        "    Sandbox(SandboxConfig(workers=1))\n"
+        "except SandboxUnavailableError as error:\n"
+        "    print('refused:', error)\n"
+        "warnings.simplefilter('ignore')\n"
+        "with Sandbox(SandboxConfig(workers=1, allow_unsafe=True)) as box:\n"
+        "    print(box.isolation.syscall_filter, box.run('import socket; print(socket.socket().family.name)').stdout.strip())\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True
+    )
+    refused, allowed = completed.stdout.splitlines()
+    assert refused.startswith("refused: The code sandbox cannot isolate code on this host: isolation partial")
+    assert "no_such_seccomp_binding" in refused and "pip install pyseccomp" in refused
+    assert allowed == "False AF_INET"  # allowed: it runs, unfiltered

@@ -28,7 +28,7 @@ try:  # imported before the private root hides the library cache it looks libsec
     SECCOMP_UNAVAILABLE = None
 except (ImportError, RuntimeError) as error:  # not installed, or no libseccomp.so.2 on this host
     seccomp = None
-    SECCOMP_UNAVAILABLE = f"no syscall filter: {error} (pip install pyseccomp; apt-get install libseccomp2)"
+    SECCOMP_UNAVAILABLE = f"{error} (pip install pyseccomp; apt-get install libseccomp2)"
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000

@@ -310,7 +310,8 @@ class Sandbox:
                 f"The code sandbox cannot isolate code on this host: {self.isolation.describe()}. "
                 f"Problems: {'; '.join(self.isolation.problems) or 'none reported'}. Allow namespaces (e.g. run the "
                 "container with --security-opt seccomp=unconfined --cap-add SYS_ADMIN, or enable unprivileged user "
-                "namespaces), or pass allow_unsafe=True to run the code anyway, for trusted code only."
+                "namespaces), have libseccomp for the syscall filter (pip install pyseccomp; apt-get install "
+                "libseccomp2), or pass allow_unsafe=True to run the code anyway, for trusted code only."
             )
         if self.isolation.level == "full":
             logger.info("code sandbox ready with %d workers: %s", config.workers, self.isolation.describe())

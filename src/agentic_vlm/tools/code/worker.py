@@ -273,6 +273,8 @@ class Worker:
                 message, fds, _, _ = socket.recv_fds(self.zygote, _ZYGOTE_MESSAGE_BYTES, 3)
             except BlockingIOError:
                 return
+            except ConnectionResetError:
+                message = b""
             if not message:
                 raise SystemExit("the zygote ended; the trainer restarts this worker")
             news = json.loads(message)
