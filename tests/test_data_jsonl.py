@@ -26,12 +26,19 @@ def test_loads_prompts_images_and_extra_columns(tmp_path):
     assert dataset[0]["answer"] == ["x"] and dataset[1]["answer"] == ["y", "z"]  # one type: lists
 
 
+def test_squad_dict_answer_loads_as_its_texts(tmp_path):
+    path = write(tmp_path / "squad.jsonl", [{"question": "Where?", "answer": {"text": ["Paris", "paris"],
+                                                                              "answer_start": [3, 9]}}])
+    assert load_jsonl_dataset(path)[0]["answer"] == ["Paris", "paris"]
+
+
 @pytest.mark.parametrize(
     ("row", "message"),
     [
         ("{not json", "line 2: not valid JSON"),
         ({"answer": "x"}, "line 2: field 'question' must be a non-empty string"),
-        ({"question": "q", "answer": {"a": 1}}, "line 2: field 'answer' must be a string or a non-empty list"),
+        ({"question": "q", "answer": {"a": 1}}, "line 2: field 'answer': an answer given as a dict needs SQuAD's"),
+        ({"question": "q", "answer": [["a"]]}, "line 2: field 'answer' must be a string or a non-empty list"),
         ({"question": "q", "answer": "a", "images": "a.png"}, "line 2: field 'images' must be a list of paths"),
         ({"question": "q", "answer": "a", "images": ["missing.png"]}, "line 2: field 'images': image missing.png is not in"),
     ],

@@ -97,9 +97,9 @@ def test_a_run_of_another_dataset_is_not_resumed(scripted, tmp_path):
         ("the Thames", "River Thames", {"exact_match": 0.0, "f1": pytest.approx(2 / 3), "f1_set": pytest.approx(2 / 3),
                                         "accuracy": 0.0}),
         ("1,234.0", "1234", {"exact_match": 0.0, "f1": 0.0, "f1_set": 0.0, "accuracy": 1.0}),
-        # MAT's F1 counts distinct tokens: "blue" twice is one shared token of one distinct predicted token
-        ("blue blue", "blue sky", {"exact_match": 0.0, "f1": 0.5, "f1_set": pytest.approx(2 / 3),
-                                   "accuracy": 0.0}),
+        # MAT's F1 counts distinct shared tokens over all tokens: "blue" twice is 1 shared of 2 predicted
+        ("blue blue", "blue sky", {"exact_match": 0.0, "f1": 0.5, "f1_set": 0.5, "accuracy": 0.0}),
+        ("blue blue", "blue blue sky", {"exact_match": 0.0, "f1": 0.8, "f1_set": 0.4, "accuracy": 0.0}),
         ("Paris || Rome", ["Rome || Paris"], {"exact_match": 1.0, "f1": 1.0, "f1_set": 1.0, "accuracy": 1.0}),
         (None, "anything", {"exact_match": 0.0, "f1": 0.0, "f1_set": 0.0, "accuracy": 0.0}),
     ],

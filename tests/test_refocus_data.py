@@ -160,7 +160,7 @@ IMAGE_TYPE = pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 def refocus_records(**changes) -> list[dict]:
     records = [
         {"metadata": json.dumps(TABLE_METADATA), "figure_id": "t1", "figure_path": "t1.png",
-         "query": "What were the sales in 2019?", "answer": "12|||12.0",
+         "query": "What were the sales in 2019?", "answer": "12|||Oslo",
          "images": [{"bytes": png_bytes("red"), "path": None}]},
         {"metadata": json.dumps({"type": "v_bar", "x_values_bbox": {"Jan": [0, 0, 30, 20]}, "y_values_bbox": {}}),
          "figure_id": "c1", "figure_path": "c1.png", "query": "What is the value of Jan?", "answer": "3",
@@ -186,7 +186,7 @@ def test_parquet_loads_prompts_answers_boxes_and_images(tmp_path):
         'What were the sales in 2019?\nBoxes in pixels: columns_bbox for the columns ["Year", "Sales"]; '
         'rows_bbox for the rows (by their first cell) ["Year", "2019"].')}]
     assert table["question"] == "What were the sales in 2019?"
-    assert table["answer"] == ["12", "12.0"]  # alternatives joined by |||
+    assert table["answer"] == "12 || Oslo"  # a list, every item required
     assert json.loads(table["metadata"]) == TABLE_METADATA and table["figure_id"] == "t1"
     assert table["images"][0].getpixel((0, 0)) == (255, 0, 0)
     assert chart["images"][0].getpixel((0, 0)) == (0, 0, 255)  # read from figure_path

@@ -1,7 +1,9 @@
 """The rule-based ReFOCUS reward: numbers by relative error, labels by normalised match, `||` parts one by one."""
 
 import pytest
+from test_refocus_data import refocus_records, write_parquet
 
+from agentic_vlm.data.refocus import load_refocus_parquet
 from agentic_vlm.protocols import VtoolProtocol
 from agentic_vlm.rewards import build_reward_funcs
 
@@ -52,3 +54,28 @@ def test_no_answer_scores_zero_and_no_truth_is_none():
 def test_unknown_scheme():
     with pytest.raises(ValueError, match="unknown numeric scheme"):
         score(["FINAL ANSWER: 1"], [["1"]], scheme="exact")
+
+
+# Cases computed by hand from VTool-R1's examples/reward_function/refocus.py (compute_score): the truth is split on
+# "|||" into items that are all required, the answer on "||"; each answer item earns its best score over the truth
+# items (1 for the same label, 1 - |a - b| / max(|a|, |b|) for numbers) and the total is divided by the number of
+# truth items. Where that credits an item twice or a list too long, the score here differs on purpose.
+@pytest.mark.parametrize(
+    ("answer_line", "reference_answer", "reference_score", "score_here"),
+    [
+        ("FINAL ANSWER: Oslo", "Oslo|||Rome", 0.5, 0.5),  # one item of two: not an alternative
+        ("FINAL ANSWER: Oslo||Rome", "Oslo|||Rome", 1.0, 1.0),
+        ("FINAL ANSWER: Rome||Oslo", "Oslo|||Rome", 1.0, 1.0),
+        ("FINAL ANSWER: 12||30", "10|||30", (1 - 2 / 12 + 1) / 2, (1 - 2 / 12 + 1) / 2),
+        ("FINAL ANSWER: 42.", "42", 1.0, 1.0),  # a sentence-final period is not part of the answer
+        ("FINAL ANSWER: Oslo||Oslo", "Oslo|||Rome", 1.0, 0.5),  # on purpose: one right item is not two
+        ("FINAL ANSWER: Oslo||Rome||Paris", "Oslo|||Rome", 1.0, 2 / 3),  # on purpose: an extra item costs
+        ("FINAL ANSWER: -5", "5", -1.0, 0.0),  # on purpose: 1 - 10/5 = -1 is clipped to 0
+    ],
+)
+def test_reproduces_vtool_refocus_score(tmp_path, answer_line, reference_answer, reference_score, score_here):
+    records = refocus_records()[:1]
+    records[0]["answer"] = reference_answer
+    (truth,) = load_refocus_parquet(write_parquet(tmp_path / "one.parquet", records))["answer"]
+    (reward,) = score([answer_line], [truth])
+    assert reward == pytest.approx(score_here)

@@ -185,6 +185,16 @@ def test_judge_grades_through_the_endpoint(server, monkeypatch):
     assert server.headers_seen[0]["Authorization"] == "Bearer secret"
 
 
+def test_judge_sends_text_with_lone_surrogates(server):
+    # A lone surrogate cannot be encoded as UTF-8: without care the request raises UnicodeEncodeError mid-training.
+    reward = make_judge(server)
+    rewards, metrics = run_judge(reward, [answered("red\ud800"), answered("red")], ["red", "red"],
+                                 questions=["Which colour?\udfff", "Which colour?"])
+    assert rewards == [0.0, 1.0] and metrics["judge/failure_rate"] == 0.0
+    assert "Predicted answer: red\ufffd" in server.requests[0]["messages"][-1]["content"]
+    assert "Question: Which colour?\ufffd" in server.requests[0]["messages"][-1]["content"]
+
+
 def test_judge_prefers_the_question_column(server):
     reward = make_judge(server)
     run_judge(reward, [answered("red")], ["red"], questions=["Which colour is the square?"])

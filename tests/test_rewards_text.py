@@ -12,7 +12,7 @@ from agentic_vlm.rewards.answers import (
     split_items,
     token_f1,
 )
-from agentic_vlm.rewards.text import answer_tokens, exact_match_score, normalize_answer, token_f1_score
+from agentic_vlm.rewards.text import exact_match_score, normalize_answer, token_f1_score
 
 
 @pytest.mark.parametrize(
@@ -37,7 +37,7 @@ def test_exact_match_score():
     assert exact_match_score("Eiffel", "eiffel tower") == 0.0
     # no credit for a non-answer, whatever the reference
     assert exact_match_score("", "") == 0.0
-    assert exact_match_score("the", "a") == 0.0
+    assert exact_match_score("  ", "") == 0.0
     assert exact_match_score("東京", "東京。") == 1.0
     assert exact_match_score("Café", "cafe") == 0.0  # accents are kept: they can tell words apart
 
@@ -52,15 +52,51 @@ def test_token_f1_hand_computed():
 def test_token_f1_variants_differ_on_repeats():
     # multiset: shared min(2,1) red + min(1,2) blue = 2 of 3 tokens each side
     assert token_f1_score("red red blue", "red blue blue") == pytest.approx(2 / 3)
-    assert token_f1_score("red red blue", "red blue blue", variant="set") == 1.0
-    # set: {big, red, car} against {red, car}: precision 2/3, recall 1
-    assert token_f1_score("big red red car", "red car", variant="set") == pytest.approx(0.8)
+    # set (Visual-ARFT): 2 distinct shared tokens over 3 tokens with repeats on each side
+    assert token_f1_score("red red blue", "red blue blue", variant="set") == pytest.approx(2 / 3)
+    # set: 2 distinct shared {red, car}; precision 2/4 (tokens with repeats), recall 2/2; F1 = 2/3
+    assert token_f1_score("big red red car", "red car", variant="set") == pytest.approx(2 / 3)
+    # multiset: shared 2 of 4 and 2 of 2, the same here; they part on "red red" against "red red car"
+    assert token_f1_score("red red", "red red car") == pytest.approx(0.8)  # 2/2, 2/3
+    assert token_f1_score("red red", "red red car", variant="set") == pytest.approx(0.4)  # 1/2, 1/3
 
 
 def test_token_f1_empty_and_unknown_variant():
     assert token_f1_score("", "paris") == 0.0
     assert token_f1_score("paris", "") == 0.0
-    assert token_f1_score("...", "...") == 0.0
+    assert token_f1_score("", "") == 0.0
+    with pytest.raises(ValueError, match="variant"):
+        token_f1_score("a b", "a b", variant="bag")
+
+
+# Cases computed by hand from Visual-ARFT's MAT evaluation (evaluation_coding/evaluation.ipynb: normalize,
+# compute_f1, exact_match_score, and F1 set to 1 on an exact match), which the MAT-Coding scores reproduce.
+@pytest.mark.parametrize(
+    ("prediction", "truth", "em", "f1_set"),
+    [
+        ("软件 工程", "软件工程", 1.0, 1.0),  # Chinese: whitespace removed
+        ("软件", "软件工程", 0.0, 2 / 3),  # per character: 2 shared, precision 2/2, recall 2/4
+        ("工程工程", "软件工程", 0.0, 0.5),  # 2 distinct shared over 4 and 4 characters
+        ("北京。", "北京", 1.0, 1.0),  # Chinese punctuation dropped
+        ("A", "A", 1.0, 1.0),  # an option letter: "a" is an article, normalises to nothing, still matches
+        ("(A)", "A", 1.0, 1.0),
+        ("!!!", "!!!", 1.0, 1.0),
+        ("the cat", "cat", 1.0, 1.0),
+        ("cat cat", "cat dog", 0.0, 0.5),  # 1 distinct shared over 2 and 2
+    ],
+)
+def test_mat_reference_cases(prediction, truth, em, f1_set):
+    assert exact_match_score(prediction, truth) == em
+    assert token_f1_score(prediction, truth, "set") == pytest.approx(f1_set)
+
+
+def test_degenerate_answers_compare_as_written():
+    # MAT's evaluation compares two empty normalisations as equal, so "." or "the" would match the option "A";
+    # here answers that normalise to nothing must be the same as written.
+    assert exact_match_score(".", "A") == 0.0
+    assert exact_match_score("the", "a") == 0.0
+    assert exact_match_score("b", "A") == 0.0
+    assert token_f1_score(".", "A", "set") == 0.0
     with pytest.raises(ValueError, match="variant"):
         token_f1_score("a b", "a b", variant="bag")
 
@@ -123,7 +159,7 @@ def test_f1_in_unit_interval_and_symmetric(a, b):
 
 @given(words)
 def test_f1_and_em_are_one_on_identity(text):
-    expected = 1.0 if answer_tokens(text) else 0.0
+    expected = 1.0 if normalize_answer(text) or text.strip() else 0.0
     assert exact_match_score(text, text) == expected
     assert token_f1_score(text, text) == pytest.approx(expected)
     assert token_f1_score(text, text, "set") == pytest.approx(expected)

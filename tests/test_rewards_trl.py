@@ -159,7 +159,8 @@ def test_exact_match_f1_and_numeric_rewards():
     assert [em.__name__, f1.__name__, numeric.__name__] == ["exact_match", "f1", "numeric"]
     assert call(em, completions, answer=answers) == [0.0, 0.0, 0.0]
     assert call(f1, completions, answer=answers) == [pytest.approx(2 / 3), 0.0, 0.0]
-    assert call(f1_set, completions, answer=answers) == [1.0, 0.0, 0.0]
+    # Visual-ARFT's: 2 distinct shared tokens over 3 tokens each side
+    assert call(f1_set, completions, answer=answers) == [pytest.approx(2 / 3), 0.0, 0.0]
     # the first row's truth is not a number: not applicable; $90 against 100 is 10% off
     assert call(numeric, completions, answer=answers) == [None, 0.0, 0.0]
     assert call(linear, completions, answer=answers) == [None, pytest.approx(0.9), 0.0]
@@ -221,3 +222,30 @@ def test_solution_string_is_cut_into_turns_at_action_ends():
     solution = ZOOM_TURN + "\n" + answer_turn("red")
     assert solution_turns(solution, PROTOCOL, TOOLS) == [ZOOM_TURN, "\n" + answer_turn("red")]
     assert solution_turns([ZOOM_TURN], PROTOCOL, TOOLS) == [ZOOM_TURN]
+
+
+# malformed completions and answers
+
+
+def test_content_none_or_parts_is_read_as_text():
+    # TRL and chat APIs hand over content as None (no text) or as a list of parts; both used to raise TypeError.
+    accuracy, format_reward = build_reward_funcs(["accuracy", "format"], PROTOCOL, TOOLS)
+    parts = [{"role": "assistant", "content": [{"type": "text", "text": "<think>I see it.</think>"},
+                                               {"type": "image"}, {"type": "text", "text": "<answer>red</answer>"}]}]
+    empty = [{"role": "assistant", "content": None}]
+    assert call(accuracy, [parts, empty], answer=["red", "red"]) == [1.0, 0.0]
+    assert call(format_reward, [parts, empty]) == [1.0, 0.0]
+    with pytest.raises(ValueError, match="content must be a string, None or a list of parts, got int"):
+        call(accuracy, [[{"role": "assistant", "content": 3}]], answer=["red"])
+
+
+def test_squad_dict_answers_are_their_texts():
+    accuracy, f1 = build_reward_funcs(["accuracy", "f1"], PROTOCOL, TOOLS)
+    completions = [trajectory(answer_turn("Paris"))] * 2
+    answers = [{"text": ["Rome", "Paris"], "answer_start": [0, 10]}, {"text": "Paris"}]
+    assert call(accuracy, completions, answer=answers) == [1.0, 1.0]  # not the dict's first key
+    assert call(f1, completions, answer=answers) == [1.0, 1.0]
+    with pytest.raises(ValueError, match="needs SQuAD's 'text' key"):
+        call(accuracy, completions[:1], answer=[{"answer": "Paris"}])
+    with pytest.raises(ValueError, match="an answer must be a string, a number, a list of them"):
+        call(accuracy, completions[:1], answer=[[["Paris"]]])

@@ -58,8 +58,13 @@ def string_field(record: dict, name: str, path: Path, where: str) -> str:
 
 
 def answers_field(record: dict, name: str, path: Path, where: str) -> str | list[str]:
-    """``record[name]``: one answer or a non-empty list of acceptable answers. Numbers are read as their text."""
+    """``record[name]``: one answer or a non-empty list of acceptable answers (SQuAD's ``{"text": [...]}`` too).
+    Numbers are read as their text."""
     value = record.get(name)
+    if isinstance(value, dict):
+        require(isinstance(value.get("text"), list | str), path, where,
+                f"field {name!r}: an answer given as a dict needs SQuAD's 'text' key, a string or a list of strings")
+        value = value["text"]
     if isinstance(value, list):
         require(bool(value) and all(isinstance(item, str | int | float) for item in value), path, where,
                 f"field {name!r} must be a string or a non-empty list of strings")

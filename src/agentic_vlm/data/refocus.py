@@ -7,7 +7,9 @@ them as variables in the sandbox (:mod:`agentic_vlm.tools.refocus`) and the prom
 the metadata as JSON text: its keys differ from row to row, which an Arrow struct column cannot hold.
 
 - :func:`load_refocus_parquet`: a ReFOCUS parquet file (``metadata``, ``figure_id``, ``figure_path``, ``query``,
-  ``answer`` with acceptable answers joined by ``|||``, ``images``), checked row by row.
+  ``answer``, ``images``), checked row by row. An answer with ``|||`` is a list whose items are all required (VTool-R1
+  asks its judge for "the same list" and its rule-based score gives credit per item); it becomes one answer of
+  several parts joined by ``||``, which the metrics score part by part.
 - :func:`write_refocus_dataset`: bar charts and tables drawn with PIL, deterministic by seed, with questions whose
   answers are numbers or labels read off the image, and reference solutions in the vtool protocol's format.
 """
@@ -52,7 +54,7 @@ def refocus_question(question: str, metadata: dict) -> str:
 
 # ---------------------------------------------------------------------------------------------------------- loading
 def load_refocus_parquet(path: str | Path) -> Dataset:
-    """Load a ReFOCUS parquet file as a dataset of prompts with images, ``answer`` (the acceptable answers),
+    """Load a ReFOCUS parquet file as a dataset of prompts with images, ``answer`` (its items joined by ``||``),
     ``question``, ``metadata`` (JSON text) and ``figure_id``. Errors name the file, the row and the field.
 
     An image comes from the ``images`` cell (encoded bytes, as datasets writes them) or, where that is empty, from
@@ -87,8 +89,8 @@ def _refocus_row(record: dict, path: Path, index: int) -> dict:
         raise field_error("query", "must be a non-empty string")
     if not isinstance(answer, str):
         raise field_error("answer", f"must be a string, got {type(answer).__name__}")
-    answers = [item.strip() for item in answer.split(ANSWER_SEPARATOR) if item.strip()]
-    if not answers:
+    items = [item.strip() for item in answer.split(ANSWER_SEPARATOR) if item.strip()]
+    if not items:
         raise field_error("answer", "holds no answer")
     try:
         metadata = parse_metadata(record["metadata"])
@@ -101,7 +103,7 @@ def _refocus_row(record: dict, path: Path, index: int) -> dict:
     return {
         "prompt": [{"role": "user", "content": refocus_question(query, metadata)}],
         "question": query,
-        "answer": answers,
+        "answer": f" {ITEM_SEPARATOR} ".join(items),
         "images": images,
         "metadata": json.dumps(metadata),
         "figure_id": str(record["figure_id"]),

@@ -32,15 +32,15 @@ FINAL_ANSWER = "FINAL ANSWER:"
 # The closing fence and its newline: generation stops there. The opening fence ("```python\n") does not contain it.
 CLOSING_FENCE = "```\n"
 
-_CODE_BLOCK = re.compile(r"```(?:python|py)[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 _PYTHON_FENCE = re.compile(r"```(?:python|py)[ \t]*(?:\n|$)", re.IGNORECASE)
+_OPENING_FENCE = re.compile(r"```(?:python|py)[ \t]*\n", re.IGNORECASE)
 # VTool-R1's checkpoints end their answer line with "TERMINATE"; it is not part of the answer.
-_ANSWER = re.compile(rf"{FINAL_ANSWER}[ \t]*([^\n]*?)[ \t]*(?:TERMINATE)?[ \t]*$", re.MULTILINE)
-_THOUGHT = r"\s*THOUGHT(?: \d+)?:[ \t]*\S.*?"
-_ACTION_TURN = re.compile(
-    rf"{_THOUGHT}\n\s*ACTION(?: \d+)?:[ \t]*\n```python[ \t]*\n(?P<code>(?:(?!```).)*)```\s*", re.DOTALL
-)
-_ANSWER_TURN = re.compile(rf"{_THOUGHT}\n\s*{FINAL_ANSWER}[ \t]*\S[^\n]*\s*", re.DOTALL)
+TERMINATE = "TERMINATE"
+_ANSWER_LINE = re.compile(rf"{FINAL_ANSWER}([^\n]*)")
+# Whole-turn checks are split into pieces matched without backtracking (a regex over the whole turn re-scanned a
+# run of blank lines once per line break in it: quadratic).
+_THOUGHT = re.compile(r"\s*THOUGHT(?: \d+)?:[ \t]*\S.*", re.DOTALL)
+_ACTION_HEADER = re.compile(r"ACTION(?: \d+)?:[ \t]*\n")
 
 USAGE = (
     "End every turn with either ACTION k: and a ```python code block, closed by ```, or with FINAL ANSWER: and the "
@@ -80,9 +80,9 @@ class VtoolProtocol(Protocol):
         return [CLOSING_FENCE]
 
     def parse_action(self, text: str, tools: list[Tool]) -> Action:
-        block = _CODE_BLOCK.search(text)
-        if block is not None:
-            code = block.group(1).strip("\n")
+        code = _first_code_block(text)
+        if code is not None:
+            code = code.strip("\n")
             if not code.strip():
                 return Action.invalid(f"Invalid action: the ```python block is empty. {USAGE}")
             if CODE_TOOL not in [tool.name for tool in tools]:
@@ -114,20 +114,46 @@ class VtoolProtocol(Protocol):
         return {"role": "user", "content": content}
 
     def extract_answer(self, text: str) -> str | None:
-        answers = _ANSWER.findall(text)
+        answers = _ANSWER_LINE.findall(text)
         if not answers:
             return None
         # A sentence-final period is not part of the answer ("42." is 42); a decimal point is kept.
-        answer = answers[-1].strip().removesuffix(".").strip()
+        answer = answers[-1].strip(" \t").removesuffix(TERMINATE).strip(" \t").strip().removesuffix(".").strip()
         return answer or None
 
     def turn_is_well_formed(self, text: str, tools: list[Tool], is_last: bool) -> bool:
         if is_last:
-            return _ANSWER_TURN.fullmatch(text) is not None and text.count(FINAL_ANSWER) == 1 and "```" not in text
-        action = _ACTION_TURN.fullmatch(text)
-        return (
-            action is not None and action["code"].strip() != "" and text.count("```") == 2 and FINAL_ANSWER not in text
-        )
+            if text.count(FINAL_ANSWER) != 1 or "```" in text:
+                return False
+            thought, _, answer = text.partition(FINAL_ANSWER)
+            answer_line, _, after = answer.partition("\n")
+            return _ends_thought(thought) and answer_line.lstrip(" \t")[:1].strip() != "" and not after.strip()
+        if text.count("```") != 2 or FINAL_ANSWER in text:
+            return False
+        before, _, block = text.partition("```")
+        header = before.rfind("ACTION")
+        opening = _OPENING_FENCE.match("```" + block)
+        if header < 0 or _ACTION_HEADER.fullmatch(before[header:]) is None or opening is None:
+            return False
+        code, _, after = ("```" + block)[opening.end() :].partition("```")
+        return _ends_thought(before[:header]) and code.strip() != "" and not after.strip()
+
+
+def _ends_thought(text: str) -> bool:
+    """Whether ``text`` is "THOUGHT k:" and some reasoning, then a line break and blank space."""
+    thought = text.rstrip()
+    return "\n" in text[len(thought) :] and _THOUGHT.fullmatch(thought) is not None
+
+
+def _first_code_block(text: str) -> str | None:
+    """The code of the first ```python block closed by ```, as ``re.search(r"```python[ \\t]*\\n(.*?)```")`` finds it
+    but in linear time (that regex scans to the end of the text from every unclosed opening fence)."""
+    opening = _OPENING_FENCE.search(text)
+    if opening is None:
+        return None
+    # Without a closing fence after the first opening one there is none after any later one (which holds ```).
+    closing = text.find("```", opening.end())
+    return text[opening.end() : closing] if closing >= 0 else None
 
 
 def _code_tool(tools: list[Tool]) -> Tool:

@@ -22,13 +22,23 @@ ItemScore = Callable[[str, str], float]
 NumericScheme = Literal["tolerance", "linear"]
 
 
-def as_truth_list(ground_truth: str | float | Sequence[str | float] | None) -> list[str]:
-    """The acceptable answers of a dataset cell: a string (or a number) is one answer, a list several; ``None`` none."""
+def as_truth_list(ground_truth: str | float | Sequence[str | float] | dict | None) -> list[str]:
+    """The acceptable answers of a dataset cell: a string (or a number) is one answer, a list several; ``None`` none;
+    a dict is SQuAD's ``{"text": [...], ...}``, its ``text`` the answers. Anything else is a ``ValueError``."""
     if ground_truth is None:
         return []
-    if isinstance(ground_truth, str | numbers.Number):
+    if isinstance(ground_truth, str | numbers.Number) and not isinstance(ground_truth, bool):
         return [str(ground_truth)]
-    return [str(truth) for truth in ground_truth if truth is not None]
+    if isinstance(ground_truth, dict):
+        if "text" not in ground_truth:
+            raise ValueError(f"an answer given as a dict needs SQuAD's 'text' key (the answers), got {ground_truth!r}")
+        return as_truth_list(ground_truth["text"])
+    if isinstance(ground_truth, list | tuple) and all(
+        truth is None or (isinstance(truth, str | numbers.Number) and not isinstance(truth, bool))
+        for truth in ground_truth
+    ):
+        return [str(truth) for truth in ground_truth if truth is not None]
+    raise ValueError(f"an answer must be a string, a number, a list of them or {{'text': [...]}}, got {ground_truth!r}")
 
 
 def split_items(answer: str) -> list[str]:

@@ -13,11 +13,12 @@ import asyncio
 import hashlib
 import json
 import re
-import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
+
+from .text import nfkc
 
 DEFAULT_SYSTEM_PROMPT = (
     "You grade answers to questions. Decide whether the predicted answer means the same as the reference answer: "
@@ -31,6 +32,7 @@ _NEGATIVE = frozenset({"no", "incorrect", "wrong", "false"})
 _NEGATIONS = frozenset({"not", "isn't", "isnt", "never"})
 _DIGITS = {"1": True, "0": False}
 _WORD = re.compile(r"[a-z0-9']+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # "Judgement: 1", "Verdict - Correct", "Correct: no": an explicit verdict outweighs the prose around it.
 _LABELLED = re.compile(
     r"\b(?:judge?ment|verdict|decision|grade|score|result|correct(?:ness)?|final answer)\s*[:=\-]\s*([a-z0-9']+)"
@@ -47,7 +49,12 @@ def judge_messages(
     """The chat messages asking whether ``prediction`` answers ``question`` like one of ``references``."""
     reference = references[0] if len(references) == 1 else " OR ".join(f'"{truth}"' for truth in references)
     user = prompt_template.format(question=question, reference=reference, prediction=prediction)
-    return [{"role": "system", "content": system_prompt}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": _encodable(system_prompt)}, {"role": "user", "content": _encodable(user)}]
+
+
+def _encodable(text: str) -> str:
+    """``text`` with each lone surrogate (which UTF-8 cannot encode, so no request could carry it) replaced by U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def _polarity(word: str) -> bool | None:
@@ -65,7 +72,7 @@ def parse_verdict(reply: str) -> bool | None:
     A labelled verdict wins; otherwise every verdict word must agree, and a reply that says both is unclear. Digits
     count only as the whole reply or after a label, since prose is full of numbers.
     """
-    text = unicodedata.normalize("NFKC", reply).casefold().replace("\u2019", "'")
+    text = nfkc(reply).casefold().replace("\u2019", "'")
     text = re.sub(r"[*_`#]", "", text)
     labelled = [_polarity(word) for word in _LABELLED.findall(text)]
     labelled = [verdict for verdict in labelled if verdict is not None]

@@ -10,6 +10,10 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+# More predicted items than this (answer parts, boxes) score 0: no benchmark asks for that many, a model that writes
+# them is degenerate, and scoring each of a megabyte of "||" parts would take seconds per completion.
+MAX_PREDICTED_ITEMS = 256
+
 P = TypeVar("P")
 R = TypeVar("R")
 
@@ -68,11 +72,11 @@ def matched_score(predictions: Sequence[P], references: Sequence[R], score: Call
     """Total ``score`` of an optimal one-to-one matching, divided by ``max(len(predictions), len(references))``.
 
     Unmatched items count as 0. With ``score`` in [0, 1] the result is in [0, 1]. Nothing predicted for nothing
-    expected scores 1.0: it is exactly right.
+    expected scores 1.0: it is exactly right. More than ``MAX_PREDICTED_ITEMS`` predictions score 0.
     """
     if not predictions and not references:
         return 1.0
-    if not predictions or not references:
+    if not predictions or not references or len(predictions) > MAX_PREDICTED_ITEMS:
         return 0.0
     weights = [[score(prediction, reference) for reference in references] for prediction in predictions]
     total = sum(weights[row][col] for row, col in max_weight_matching(weights))

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import math
 import re
-import unicodedata
+
+from .text import nfkc
 
 # One number, optionally signed and after a currency symbol, with optional thousands separators (groups of three
 # digits), decimals and exponent, optionally followed by a percent sign and a unit or comment without digits.
 # Text before the number is not allowed: "COVID-19" or "about 3" are not numeric answers.
+# Possessive quantifiers (*+, ++) never give back what they matched: what follows each of them cannot start with
+# what it matched, so they change no result, and they keep a long run of spaces or digits from being re-scanned
+# once per character it could end at ("3", 16,000 spaces, "4" took seconds).
 _NUMERIC_ANSWER = re.compile(
     r"""
-    (?P<sign>[-+]?)\s*
-    [$€£¥₹]?\s*
+    (?P<sign>[-+]?)\s*+
+    [$€£¥₹]?\s*+
     (?P<inner_sign>[-+]?)
-    (?P<digits>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)
-    (?P<exponent>[eE][-+]?\d+)?
-    \s*%?
-    (?P<suffix>[^\d]*)
+    (?P<digits>\d{1,3}(?:,\d{3})++(?:\.\d++)?|\d++(?:\.\d++)?|\.\d++)
+    (?P<exponent>[eE][-+]?\d++)?
+    \s*+%?
+    (?P<suffix>[^\d]*+)
     """,
     re.VERBOSE,
 )
@@ -30,7 +34,7 @@ def parse_number(text: str) -> float | None:
     answers write percentages as numbers). A comma that does not separate groups of three digits makes the text
     ambiguous (a decimal comma?), so it is not read as a number.
     """
-    text = unicodedata.normalize("NFKC", text).replace("\u2212", "-").strip().rstrip(".")
+    text = nfkc(text).replace("\u2212", "-").strip().rstrip(".")
     match = _NUMERIC_ANSWER.fullmatch(text)
     if match is None or (match["sign"] and match["inner_sign"]):
         return None

@@ -1,7 +1,13 @@
 """Answer normalisation and string scores: SQuAD-style exact match and token F1.
 
-An answer with no token left after normalisation (empty, only punctuation, only articles) scores 0 against anything:
-a non-answer never earns credit, even against a degenerate reference.
+On English text these are the SQuAD v1.1 official script's scores. Two things differ from it, as in Visual-ARFT's
+evaluation of MAT, so that the same rules serve Chinese answers and answers that are only an option letter:
+
+- Text with a Chinese character is compared character by character with its whitespace removed ("软件 工程" is
+  "软件工程"; its tokens are "软", "件", "工", "程"), and articles are not removed from it.
+- Two answers that both normalise to nothing ("A" against "A": "a" is an article; "!!!" against "!!!") are compared
+  with their articles, or their punctuation if that is all they have, instead of as two empty strings: "(A)"
+  matches "A" but "." and "the" do not (MAT's evaluation counts them equal). An empty answer never scores.
 """
 
 from __future__ import annotations
@@ -14,8 +20,15 @@ from typing import Literal
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _ASCII_PUNCTUATION = frozenset(string.punctuation)
+# The range Visual-ARFT's MAT evaluation takes for Chinese: CJK Unified Ideographs.
+_CHINESE = re.compile("[\u4e00-\u9fff]")
 
 F1Variant = Literal["multiset", "set"]
+
+
+# Unicode's stream-safe limit (UAX #15): more combining marks in a row than this are dropped before NFKC, whose
+# canonical reordering in CPython takes time quadratic in the length of a run of marks.
+MAX_COMBINING_RUN = 30
 
 
 def _is_punctuation(char: str) -> bool:
@@ -24,47 +37,80 @@ def _is_punctuation(char: str) -> bool:
     return char in _ASCII_PUNCTUATION or unicodedata.category(char).startswith("P")
 
 
+def nfkc(text: str) -> str:
+    """NFKC of ``text``, in time linear in its length: runs of combining marks are cut to ``MAX_COMBINING_RUN``."""
+    marks = "".join(char for char in set(text) if unicodedata.combining(char))
+    if marks:
+        text = re.sub(f"([{re.escape(marks)}]{{{MAX_COMBINING_RUN}}})[{re.escape(marks)}]+", r"\1", text)
+    return unicodedata.normalize("NFKC", text)
+
+
+def _fold(text: str) -> str:
+    return nfkc(text).casefold()
+
+
+def _drop_punctuation(text: str) -> str:
+    return text.translate({ord(char): None for char in set(text) if _is_punctuation(char)})
+
+
+def has_chinese(text: str) -> bool:
+    return _CHINESE.search(text) is not None
+
+
 def normalize_answer(text: str) -> str:
-    """NFKC, casefold, drop punctuation and the articles a/an/the, collapse whitespace (SQuAD's normalisation).
+    """NFKC, casefold, drop punctuation and the articles a/an/the, collapse whitespace (SQuAD's normalisation);
+    text with a Chinese character keeps its articles and loses all its whitespace.
 
     NFKC folds compatibility forms (full-width digits, ligatures) and casefold is Unicode's lowercase; both are
     no-ops on ASCII, where this is exactly SQuAD's ``normalize_answer``.
     """
-    text = unicodedata.normalize("NFKC", text).casefold()
-    text = "".join(char for char in text if not _is_punctuation(char))
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(text.split())
+    text = _drop_punctuation(_fold(text))
+    if has_chinese(text):
+        return "".join(text.split())
+    return " ".join(_ARTICLES.sub(" ", text).split())
 
 
 def answer_tokens(text: str) -> list[str]:
-    return normalize_answer(text).split()
+    """The tokens F1 counts: words, or characters for text with a Chinese character."""
+    normalized = normalize_answer(text)
+    return list(normalized) if has_chinese(normalized) else normalized.split()
 
 
 def exact_match_score(prediction: str, truth: str) -> float:
-    """1.0 if the normalised strings are equal and not empty, else 0.0."""
-    normalized = normalize_answer(prediction)
-    return float(bool(normalized) and normalized == normalize_answer(truth))
+    """1.0 if the normalised strings are equal and not empty (or both empty and equal as written), else 0.0."""
+    normalized_prediction, normalized_truth = normalize_answer(prediction), normalize_answer(truth)
+    if not normalized_prediction and not normalized_truth:
+        written = _written_form(prediction)
+        return float(bool(written) and written == _written_form(truth))
+    return float(normalized_prediction == normalized_truth)
+
+
+def _written_form(text: str) -> str:
+    """An answer that normalises to nothing, as compared instead: articles kept ("(A)" is "a"), and punctuation too
+    when there is nothing else ("!!!")."""
+    folded = _fold(text)
+    return " ".join((_drop_punctuation(folded).strip() or folded).split())
 
 
 def token_f1_score(prediction: str, truth: str, variant: F1Variant = "multiset") -> float:
-    """Harmonic mean of token precision and recall after normalisation.
+    """Harmonic mean of token precision and recall after normalisation; 1.0 on an exact match.
 
-    ``"multiset"`` counts repeated tokens (SQuAD's F1). ``"set"`` counts each distinct token once, as Visual-ARFT
-    does; Visual-ARFT divides the distinct shared tokens by the token counts with repeats, which scores an answer
-    with a repeated word below 1 against itself, so here both sides are sets.
+    ``"multiset"`` counts repeated tokens (SQuAD's F1). ``"set"`` is Visual-ARFT's: the number of distinct shared
+    tokens over each side's token count with repeats, so repeating a word costs precision. A side without tokens
+    scores as exact match does.
     """
+    if variant not in ("multiset", "set"):
+        raise ValueError(f"unknown F1 variant {variant!r}; use 'multiset' or 'set'")
+    if exact_match_score(prediction, truth):
+        return 1.0
     predicted, expected = answer_tokens(prediction), answer_tokens(truth)
     if not predicted or not expected:
         return 0.0
     if variant == "multiset":
         shared = sum((Counter(predicted) & Counter(expected)).values())
-        n_predicted, n_expected = len(predicted), len(expected)
-    elif variant == "set":
-        shared = len(set(predicted) & set(expected))
-        n_predicted, n_expected = len(set(predicted)), len(set(expected))
     else:
-        raise ValueError(f"unknown F1 variant {variant!r}; use 'multiset' or 'set'")
+        shared = len(set(predicted) & set(expected))
     if shared == 0:
         return 0.0
-    precision, recall = shared / n_predicted, shared / n_expected
+    precision, recall = shared / len(predicted), shared / len(expected)
     return 2 * precision * recall / (precision + recall)

@@ -15,8 +15,20 @@ from ..tools.base import Tool
 
 
 def assistant_turns(completion: list[dict]) -> list[str]:
-    """The model's text of each turn, in order."""
-    return [message["content"] for message in completion if message["role"] == "assistant"]
+    """The model's text of each turn, in order. A ``None`` content is an empty turn; a list of content parts is the
+    text of its text parts, joined."""
+    return [message_text(message["content"]) for message in completion if message["role"] == "assistant"]
+
+
+def message_text(content: str | list[dict] | None) -> str:
+    """The text of a chat message's ``content``: a string, ``None`` (no text), or parts ``{"type": "text", ...}``."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(part, dict) for part in content):
+        return "".join(part.get("text") or "" for part in content if part.get("type") == "text")
+    raise ValueError(f"a message's content must be a string, None or a list of parts, got {type(content).__name__}")
 
 
 def final_answer(completion: list[dict], protocol: Protocol) -> str | None:
