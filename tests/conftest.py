@@ -3,6 +3,7 @@ import random
 import pytest
 
 from agentic_vlm.data.synthetic import make_zoom_example, write_zoom_dataset
+from agentic_vlm.families import TINY_FAMILIES
 from agentic_vlm.tiny import make_tiny_model
 
 
@@ -10,6 +11,15 @@ from agentic_vlm.tiny import make_tiny_model
 def tiny_model_dir(tmp_path_factory):
     """A tiny random Qwen2.5-VL with the small test vocabulary, built once per session (~2 s)."""
     return str(make_tiny_model(tmp_path_factory.mktemp("tiny-small"), vocab="small"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tiny_model_dir, tmp_path_factory):
+    """A tiny random model of each family with the small test vocabulary, by family name (~1 s each)."""
+    dirs = {"qwen2.5-vl": tiny_model_dir}
+    for family in TINY_FAMILIES[1:]:
+        dirs[family] = str(make_tiny_model(tmp_path_factory.mktemp(f"tiny-{family}"), vocab="small", family=family))
+    return dirs
 
 
 @pytest.fixture(scope="session")

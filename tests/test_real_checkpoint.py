@@ -11,9 +11,9 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from agentic_vlm.config import AgenticGRPOConfig
 from agentic_vlm.eval import rollout_dataset
+from agentic_vlm.families import chat_template, get_family
 from agentic_vlm.protocols import ArftProtocol
 from agentic_vlm.rollout import SamplingSettings
-from agentic_vlm.tiny import QWEN2_FIRST_SPECIAL_ID, QWEN2_SPECIAL_TOKENS, qwen2_5_vl_chat_template
 from agentic_vlm.tools import ZoomTool
 from agentic_vlm.trainer import AgenticGRPOTrainer
 
@@ -31,9 +31,10 @@ def test_like_model_carries_the_checkpoint_settings(like_model_dir):
     image_processor = processor.image_processor
     assert image_processor.size == {"shortest_edge": 3136, "longest_edge": 12845056}  # min and max pixels
     assert (image_processor.patch_size, image_processor.merge_size, image_processor.temporal_patch_size) == (14, 2, 2)
-    assert len(processor.tokenizer) == QWEN2_FIRST_SPECIAL_ID + len(QWEN2_SPECIAL_TOKENS)
+    family = get_family("qwen2.5-vl")
+    assert len(processor.tokenizer) == family.first_added_id + len(family.added_tokens)
     assert processor.tokenizer("Hello world", add_special_tokens=False)["input_ids"] == [9707, 1879]
-    assert processor.chat_template == qwen2_5_vl_chat_template()
+    assert processor.chat_template == chat_template(family)
     # A 1000x1000 photo is shown at its real resolution (the tiny test processor would shrink it to 224x224).
     inputs = processor(text=["<|vision_start|><|image_pad|><|vision_end|>"], images=[Image.new("RGB", (1000, 1000))])
     assert inputs["image_grid_thw"].tolist() == [[1, 72, 72]]

@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="train with a recipe (`agentic-vlm train --help` lists its keys)")
 
     tiny = commands.add_parser("make-tiny-model", formatter_class=defaults,
-                               help="build a tiny random Qwen2.5-VL and its processor, offline")
+                               help="build a tiny random model of a family and its processor, offline")
     _add_tiny_model_arguments(tiny)
 
     evaluation = commands.add_parser("eval", formatter_class=defaults,
@@ -340,11 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_tiny_model_arguments(parser: argparse.ArgumentParser) -> None:
-    from .families import FAMILIES
+    from .families import FAMILIES, TINY_FAMILIES
 
     parser.add_argument("output_dir", help="folder to write the model and its processor to")
+    parser.add_argument("--family", choices=list(TINY_FAMILIES),
+                        help="the model family: its architecture, tokens and chat template (default: qwen2.5-vl, or "
+                             "the family of --like)")
     parser.add_argument("--vocab", choices=["small", "real"],
-                        help="small (default): a ~600-token BPE for fast tests; real: the Qwen2 vocabulary")
+                        help="small (default): a ~1000-token BPE for fast tests; real: the family's real vocabulary")
     parser.add_argument("--like", choices=sorted(name for family in FAMILIES.values() for name in family.checkpoints),
                         help="carry this released checkpoint's generation and processor settings, eos ids and "
                              "vocabulary (real pixel limits: slow on a CPU)")
@@ -359,7 +362,7 @@ def run_command(argv: list[str]) -> None:
     if args.command == "make-tiny-model":
         from .tiny import make_tiny_model
 
-        print(make_tiny_model(args.output_dir, vocab=args.vocab, seed=args.seed, like=args.like))
+        print(make_tiny_model(args.output_dir, vocab=args.vocab, seed=args.seed, like=args.like, family=args.family))
     elif args.command == "eval":
         evaluate_command(args)
     elif args.command == "view":
