@@ -1,17 +1,23 @@
 """The training forward pass sees exactly what generation saw, and the loss ignores observation tokens.
 
 A scripted trajectory calls the zoom tool twice (two tool-returned images after the prompt's image) and answers.
-The tokens are written through the real generation path (transformers ``generate`` with the KV cache and
-Qwen2.5-VL's 3-D rotary positions), teacher-forced, so the recorded log-probabilities are the model's at sampling
-time; the trainer's own forward pass must reproduce them.
+The tokens are written through the real generation path (transformers ``generate`` with the KV cache and the model's
+3-D rotary positions), teacher-forced, so the recorded log-probabilities are the model's at sampling time; the
+trainer's own forward pass must reproduce them. Every test runs for each model family: Qwen2.5-VL, Qwen3-VL (deepstack
+features, interleaved rotary sections) and Qwen3.5 (Gated DeltaNet layers, recurrent in generation and chunked in
+training).
 """
+
+import random
 
 import pytest
 import torch
 from datasets import Dataset
 
 from agentic_vlm.config import AgenticGRPOConfig
+from agentic_vlm.data.synthetic import make_zoom_example
 from agentic_vlm.protocols import ArftProtocol
+from agentic_vlm.tiny import TINY_FAMILIES
 from agentic_vlm.tools import ZoomTool
 from agentic_vlm.trainer import AgenticGRPOTrainer
 
@@ -26,14 +32,16 @@ def exact_answer(completions, answer, **kwargs):
     return [float("<answer>red</answer>" in c[-1]["content"]) for c in completions]
 
 
-@pytest.fixture(scope="module")
-def sharp_model_dir(tiny_model_dir, tmp_path_factory):
-    """The tiny model with its weight matrices tripled: a random model at the default init barely depends on token
-    positions, so a wrong position would hide inside the tolerance; this one is clearly sensitive to them."""
+@pytest.fixture(scope="module", params=TINY_FAMILIES)
+def sharp_model_dir(request, tiny_model_dirs, tmp_path_factory):
+    """A tiny model of each family with its weight matrices tripled: a random model at the default init barely
+    depends on token positions, so a wrong position would hide inside the tolerance; this one is clearly sensitive."""
     import shutil
+    from pathlib import Path
 
     from transformers import AutoModelForImageTextToText
 
+    tiny_model_dir = Path(tiny_model_dirs[request.param])
     model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
     with torch.no_grad():
         for parameter in model.parameters():
@@ -41,16 +49,18 @@ def sharp_model_dir(tiny_model_dir, tmp_path_factory):
                 parameter.mul_(3.0)
     output_dir = tmp_path_factory.mktemp("sharp")
     model.save_pretrained(output_dir)
-    for name in ("tokenizer.json", "tokenizer_config.json", "processor_config.json", "chat_template.jinja"):
-        shutil.copy(f"{tiny_model_dir}/{name}", output_dir)
+    for file in tiny_model_dir.iterdir():  # the processor's files
+        if not (output_dir / file.name).exists():
+            shutil.copy(file, output_dir)
     return str(output_dir)
 
 
-@pytest.fixture
-def scripted_batch(sharp_model_dir, tmp_path, zoom_example):
+@pytest.fixture(scope="module")
+def scripted_batch(sharp_model_dir, tmp_path_factory):
+    """One scripted batch per family, shared by the tests below (they only read it, or write `advantages`)."""
     torch.manual_seed(0)
     args = AgenticGRPOConfig(
-        output_dir=str(tmp_path), per_device_train_batch_size=2, num_generations=2, max_completion_length=400,
+        output_dir=str(tmp_path_factory.mktemp("trainer")), per_device_train_batch_size=2, num_generations=2, max_completion_length=400,
         max_turns=3, report_to="none", use_cpu=True, bf16=False, log_trajectories_steps=0,
     )
     protocol, tools = ArftProtocol(), [ZoomTool(min_side=56, max_side=112)]
@@ -66,7 +76,8 @@ def scripted_batch(sharp_model_dir, tmp_path, zoom_example):
         return trainer._turn_generator.generate(trainer.model, requests, max_new_tokens, forced_ids=forced)
 
     trainer.rollout_engine.generate = forced_generation
-    row = {"prompt": [{"role": "user", "content": "What color is the square?"}], "images": [zoom_example["image"]],
+    image = make_zoom_example(random.Random(7))["image"]
+    row = {"prompt": [{"role": "user", "content": "What color is the square?"}], "images": [image],
            "answer": "red"}
     trainer.model.train()
     batch = trainer._generate_and_score_completions([dict(row), dict(row)])
@@ -109,9 +120,9 @@ def test_forward_pass_reproduces_sampling_logprobs(scripted_batch):
     difference = (recomputed - sampled).abs()[mask]
     assert difference.max().item() < 1e-3
 
-    # The check has teeth: without the image-token map, Qwen2.5-VL falls back to 1-D positions and the tokens after
-    # the images are scored differently, by far more than the tolerance.
-    flat = recompute_logps(trainer, batch, mm_token_type_ids=None)
+    # The check has teeth: with an image-token map that marks no image, the model places every token on 1-D positions
+    # and the tokens after the images are scored differently, by far more than the tolerance.
+    flat = recompute_logps(trainer, batch, mm_token_type_ids=torch.zeros_like(batch["mm_token_type_ids"]))
     assert (flat - sampled).abs()[mask].max().item() > 3e-2
 
 
