@@ -32,7 +32,7 @@ def main() -> None:
                         help='JSON: options per tool, e.g. \'{"search": {"backend_options": '
                              '{"corpus_path": "data/search/corpus.jsonl"}}}\'')
     parser.add_argument("--output", default="outputs/demo", help="folder for the images and the trajectory")
-    parser.add_argument("--protocol", default="arft")
+    parser.add_argument("--protocol", default="arft", help="arft, vtool or hermes (the model's own tool calls)")
     parser.add_argument("--max-turns", type=int, default=4)
     parser.add_argument("--max-completion-length", type=int, default=1024)
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy decoding")
@@ -40,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
 
     model, processor = load_for_inference(args.model, device=args.device)
-    protocol = get_protocol(args.protocol)
+    protocol = get_protocol(args.protocol, family=model.config)
     tools = build_tools([name.strip() for name in args.tools.split(",") if name.strip()], args.tool_kwargs)
     sampling = (SamplingSettings(do_sample=False) if args.temperature == 0
                 else SamplingSettings(temperature=args.temperature))

@@ -77,7 +77,7 @@ def train(argv: list[str]) -> None:
     eval_dataset = load_training_data(script_args.eval_file, script_args) if script_args.eval_file else None
 
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
     from trl import get_peft_config
 
     from .protocols import get_protocol
@@ -85,7 +85,8 @@ def train(argv: list[str]) -> None:
     from .trainer import AgenticGRPOTrainer
     from .warmstart import supervised_warm_start
 
-    protocol = get_protocol(training_args.protocol)
+    # hermes reads tool calls in the format of the model's family
+    protocol = get_protocol(training_args.protocol, family=AutoConfig.from_pretrained(model_args.model_name_or_path))
     tools = build_tools(training_args.tools, training_args.tool_kwargs)
     if training_args.deepspeed and training_args.use_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import deepspeed
@@ -186,7 +187,7 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the run's JSONL (default: outputs/eval/DATASET-MODEL-FINGERPRINT-SETTINGS.jsonl, "
                              "unique to the model's weights and the settings); re-running with the same output "
                              "resumes it, and refuses if the model or a setting differs")
-    parser.add_argument("--protocol", help="arft, vtool... (default: the benchmark's)")
+    parser.add_argument("--protocol", help="arft, vtool or hermes (default: the benchmark's)")
     parser.add_argument("--system-prompt", help="replaces the protocol's system prompt (default: the protocol's)")
     parser.add_argument("--batch-size", type=_positive, default=16, help="trajectories rolled out together")
     parser.add_argument("--max-turns", type=_positive, default=4,
@@ -216,6 +217,8 @@ def _dataset_file(args: argparse.Namespace) -> Path:
 
 
 def evaluate_command(args: argparse.Namespace) -> None:
+    from transformers import AutoConfig
+
     from .data.validation import check_images
     from .eval import evaluate, load_benchmark, load_for_inference, summary_path
     from .eval.runner import check_same_settings, file_fingerprint, model_fingerprint, settings_fingerprint
@@ -243,7 +246,7 @@ def evaluate_command(args: argparse.Namespace) -> None:
     # The user's options for a tool are laid over the benchmark's (the shipped search task's corpus, say).
     tool_kwargs = {name: {**benchmark.tool_kwargs.get(name, {}), **args.tool_kwargs.get(name, {})}
                    for name in tool_names}
-    protocol = get_protocol(args.protocol or benchmark.protocol)
+    protocol = get_protocol(args.protocol or benchmark.protocol, family=AutoConfig.from_pretrained(args.model))
     tools = build_tools(tool_names, tool_kwargs)
     reward_funcs = build_reward_funcs(args.rewards, protocol, tools, args.reward_kwargs)
 

@@ -25,7 +25,8 @@ class AgenticGRPOConfig(GRPOConfig):
             Assistant turns per trajectory, the answer turn included. A trajectory that still calls a tool in its
             last turn ends there without an answer.
         protocol (`str`, *optional*, defaults to `"arft"`):
-            How actions and observations are written; a name from `agentic_vlm.protocols.PROTOCOLS`.
+            How actions and observations are written: `arft`, `vtool` (tags), or `hermes` (the model's own tool
+            calls, tools described by JSON schema and rendered by its chat template).
         system_prompt (`str` or `None`, *optional*, defaults to `None`):
             Replaces the protocol's system prompt (which lists the tools). A dataset prompt that starts with its own
             system message keeps it.

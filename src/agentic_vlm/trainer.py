@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import AutoConfig
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from trl import GRPOTrainer
 from trl.models.utils import unwrap_model_for_generation
@@ -68,7 +69,9 @@ class AgenticGRPOTrainer(GRPOTrainer):
             args = AgenticGRPOConfig(f"{str(name).rstrip('/').split('/')[-1]}-agentic-GRPO")
         if not isinstance(args, AgenticGRPOConfig):
             raise TypeError(f"args must be an AgenticGRPOConfig, got {type(args).__name__}")
-        protocol = protocol if protocol is not None else get_protocol(args.protocol)
+        if protocol is None:
+            model_config = AutoConfig.from_pretrained(model) if isinstance(model, str) else model.config
+            protocol = get_protocol(args.protocol, family=model_config)
         tools = list(tools) if tools is not None else build_tools(args.tools, args.tool_kwargs)
         if not tools:
             raise ValueError("AgenticGRPOTrainer needs at least one tool; for plain GRPO use trl.GRPOTrainer.")
@@ -139,6 +142,7 @@ class AgenticGRPOTrainer(GRPOTrainer):
             system_prompt=args.system_prompt,
             sync_batch_size=self._sync_batch_size,
             eos_token_ids=self.eos_token_ids,
+            chat_template_kwargs=self.chat_template_kwargs,
         )
         self._rollout_rows: list[dict] = []
         self._rollout_trajectories: list[Trajectory] = []

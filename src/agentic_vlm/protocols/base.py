@@ -2,7 +2,8 @@
 
 The rollout engine knows nothing about tags. Each turn it asks the protocol where generation must stop
 (:meth:`Protocol.stop_strings`), what action a turn's text contains (:meth:`Protocol.parse_action`) and how a tool's
-observation is shown to the model (:meth:`Protocol.observation_message`). Rewards ask it for the final answer
+observation is shown to the model (:meth:`Protocol.observation_message`); what the chat template needs besides the
+messages comes from :meth:`Protocol.chat_template_kwargs` (the tool list, for protocols whose template renders it). Rewards ask it for the final answer
 (:meth:`Protocol.extract_answer`) and whether a turn is well formed (:meth:`Protocol.turn_is_well_formed`).
 """
 
@@ -21,16 +22,33 @@ class Action:
 
     ``kind`` is ``"tool"`` (run tool ``name`` on ``argument``), ``"answer"`` (the trajectory ends with ``argument`` as
     the answer) or ``"invalid"`` (the turn has no usable action; ``error`` says why, in words shown to the model).
+
+    A turn that makes several tool calls at once (``hermes``) is one ``"tool"`` action whose ``calls`` are the single
+    calls, in order: each a ``"tool"`` action, or an ``"invalid"`` one for a call that cannot run (its ``name`` is the
+    tool the model named, if any); ``name`` lists the called tools' names.
     """
 
     kind: Literal["tool", "answer", "invalid"]
     name: str = ""
     argument: str = ""
     error: str = ""
+    calls: tuple[Action, ...] = ()
 
     @classmethod
-    def invalid(cls, error: str) -> Action:
-        return cls(kind="invalid", error=error)
+    def invalid(cls, error: str, name: str = "") -> Action:
+        return cls(kind="invalid", name=name, error=error)
+
+    @classmethod
+    def several(cls, calls: list[Action]) -> Action:
+        """The action of a turn that made ``calls`` (at least one)."""
+        if len(calls) == 1:
+            return calls[0]
+        return cls(kind="tool", name=", ".join(call.name for call in calls), calls=tuple(calls))
+
+    @property
+    def tool_calls(self) -> tuple[Action, ...]:
+        """The calls the engine runs for this action, in order: its several ``calls``, or the action itself."""
+        return self.calls or (self,)
 
 
 class Protocol(abc.ABC):
@@ -51,12 +69,17 @@ class Protocol(abc.ABC):
         """The action of one turn's generated text (special tokens already removed)."""
 
     @abc.abstractmethod
-    def observation_message(self, observation: Observation, tool_name: str) -> dict:
-        """The chat message that carries ``observation`` back to the model.
+    def observation_message(self, observation: Observation, tool_name: str) -> dict | list[dict]:
+        """The chat message (or messages, one per call of a turn with several) that carries ``observation`` back.
 
         Content parts follow the transformers multimodal chat format: ``{"type": "text", "text": ...}`` and
-        ``{"type": "image"}``, one image part per image of ``observation.images``, in order.
+        ``{"type": "image"}``, one image part per image of ``observation.images``, in order. Each message holds the
+        text of its observation exactly once.
         """
+
+    def chat_template_kwargs(self, tools: list[Tool]) -> dict:
+        """Keyword arguments of ``apply_chat_template`` besides the messages (``tools``, a ``chat_template``)."""
+        return {}
 
     @abc.abstractmethod
     def extract_answer(self, text: str) -> str | None:

@@ -99,13 +99,14 @@ class Trajectory:
         for turn in self.turns:
             messages.append({"role": "assistant", "content": turn.text})
             if turn.observation is not None:
-                messages.append({
+                results = turn.observation.parts or [turn.observation]
+                messages += [{
                     "role": "tool",
-                    "name": turn.action.name,
-                    "content": turn.observation.text,
-                    "error": turn.observation.error,
-                    "num_images": len(turn.observation.images),
-                })
+                    "name": call.name,
+                    "content": result.text,
+                    "error": result.error,
+                    "num_images": len(result.images),
+                } for call, result in zip(turn.action.tool_calls, results, strict=True)]
         return messages
 
     def to_record(self, images_dir: str | Path | None = None) -> dict:
@@ -161,6 +162,8 @@ class RolloutEngine:
             (the maximum over ranks); the identity in a single process.
         eos_token_ids: Every token id that ends an assistant turn (see ``families.end_of_turn_token_ids``); by default
             the tokenizer's eos and its family's.
+        chat_template_kwargs: Keyword arguments of ``apply_chat_template`` (``enable_thinking``...), over the
+            protocol's own (the tool list, for protocols whose template renders it).
     """
 
     def __init__(
@@ -178,6 +181,7 @@ class RolloutEngine:
         system_prompt: str | None = None,
         sync_batch_size: Callable[[int], int] = lambda n: n,
         eos_token_ids: list[int] | None = None,
+        chat_template_kwargs: dict | None = None,
     ):
         names = [tool.name for tool in tools]
         if len(set(names)) != len(names):
@@ -197,6 +201,7 @@ class RolloutEngine:
         self.tool_timeout = tool_timeout
         self.max_images_per_observation = max_images_per_observation
         self.system_prompt = system_prompt if system_prompt is not None else protocol.system_prompt(tools)
+        self.chat_template_kwargs = {**protocol.chat_template_kwargs(tools), **(chat_template_kwargs or {})}
         self.sync_batch_size = sync_batch_size
         self.eos_token_ids = set(eos_token_ids or end_of_turn_token_ids(self.tokenizer))
         # The eos tokens as text, longest first: the chat template's own end of turn is one of them.
@@ -264,6 +269,14 @@ class RolloutEngine:
                 logger.warning("a tool failed to release a trajectory's state: %r", outcome)
 
     async def _call_tool(self, trajectory: Trajectory, action: Action) -> tuple[Observation, float]:
+        if not action.calls:
+            return await self._call_one(trajectory, action)
+        # Several calls in one turn: concurrently too, their results in the order of the calls.
+        start = time.perf_counter()
+        results = await asyncio.gather(*(self._call_one(trajectory, call) for call in action.calls))
+        return Observation.combined([observation for observation, _ in results]), time.perf_counter() - start
+
+    async def _call_one(self, trajectory: Trajectory, action: Action) -> tuple[Observation, float]:
         start = time.perf_counter()
         if action.kind == "invalid":
             return Observation.failure(action.error), 0.0
@@ -278,6 +291,11 @@ class RolloutEngine:
             observation = await asyncio.wait_for(tool(action.argument, context), self.tool_timeout)
             if not isinstance(observation, Observation):
                 raise TypeError(f"returned {type(observation).__name__}, not an Observation")
+            images = observation.images[: self.max_images_per_observation]
+            if len(observation.images) > len(images):
+                dropped = len(observation.images) - len(images)
+                observation = Observation(text=f"{observation.text}\n({dropped} more images were not shown.)",
+                                          images=images, error=observation.error)
         except asyncio.TimeoutError:
             observation = Observation.failure(f"The {tool.name} tool did not finish within {self.tool_timeout:g} s.")
         except Exception as error:  # a tool never crashes training
@@ -318,7 +336,8 @@ class RolloutEngine:
              for part in message["content"] if part.get("type") == "image"]
             for messages in conversations
         ]
-        texts = [self.processing_class.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        texts = [self.processing_class.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
+                                                           **self.chat_template_kwargs)
                  for messages in conversations]
         return [
             Trajectory(row=row, prompt_ids=ids, images=prompt_images, pixel_values=pixel_values,
@@ -331,11 +350,7 @@ class RolloutEngine:
                              observations: list[Observation]) -> None:
         shown, texts = [], []
         for trajectory, action, observation in zip(trajectories, actions, observations, strict=True):
-            images = observation.images[: self.max_images_per_observation]
-            text = observation.text
-            if len(observation.images) > len(images):
-                text += f"\n({len(observation.images) - len(images)} more images were not shown.)"
-            shown.append(Observation(text=text, images=images, error=observation.error))
+            shown.append(observation)
             context_text = self._observation_text(self.protocol.observation_message(shown[-1], action.name))
             if trajectory.completion_ids[-1] in self.eos_token_ids:
                 # The model already closed its turn itself, with any of its eos tokens (a turn without an action):
@@ -358,23 +373,24 @@ class RolloutEngine:
             trajectory.add_tokens(ids, from_model=False)
             trajectory.add_images(observation.images, pixel_values, image_grid_thw)
 
-    def _observation_text(self, message: dict) -> str:
+    def _observation_text(self, message: dict | list[dict]) -> str:
         """The text that follows an assistant turn's content up to the next assistant turn, as the chat template
-        writes it: the end of the assistant turn, the observation message, and the start of the next turn."""
+        writes it: the end of the assistant turn, the observation message(s), and the start of the next turn."""
+        messages = message if isinstance(message, list) else [message]
         if self.is_multimodal:
             conversation = [
                 {"role": "user", "content": [{"type": "text", "text": "."}]},
                 {"role": "assistant", "content": [{"type": "text", "text": _SENTINEL}]},
-                message,
+                *messages,
             ]
         else:  # text-only chat templates take string contents (and a text-only model is shown no images)
-            text = "".join(part.get("text", "") for part in message["content"])
             conversation = [
                 {"role": "user", "content": "."},
                 {"role": "assistant", "content": _SENTINEL},
-                {**message, "content": text},
+                *({**m, "content": "".join(part.get("text", "") for part in m["content"])} for m in messages),
             ]
-        rendered = self.processing_class.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        rendered = self.processing_class.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False,
+                                                             **self.chat_template_kwargs)
         return rendered[rendered.index(_SENTINEL) + len(_SENTINEL):]
 
     def _encode(self, texts: list[str], images: list[list[Image.Image]]):

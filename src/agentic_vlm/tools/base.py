@@ -2,7 +2,9 @@
 
 A tool is an object with a ``name`` (the action tag the model writes, e.g. ``search`` for
 ``<search>...</search>``), a one-line ``description`` for the system prompt, and an async ``__call__`` that
-takes the action's text and the trajectory's context and returns an :class:`Observation`.
+takes the action's text and the trajectory's context and returns an :class:`Observation`. For protocols in which the
+model calls tools by name with JSON arguments (``hermes``), a tool also declares the JSON schema of its one argument
+(``parameters``); the value the model gives it becomes the text that ``__call__`` receives.
 
 Tools are async so that the engine can run the calls of every trajectory of a turn concurrently on one event
 loop. A tool whose work is blocking should hand it to a thread or a process (``asyncio.to_thread``, a process
@@ -51,10 +53,18 @@ class Observation:
     text: str
     images: list[Image.Image] = field(default_factory=list)
     error: str | None = None
+    parts: list[Observation] = field(default_factory=list)  # the results of a turn's several calls, in order
 
     @classmethod
     def failure(cls, message: str) -> Observation:
         return cls(text=message, error=message)
+
+    @classmethod
+    def combined(cls, parts: list[Observation]) -> Observation:
+        """The results of one turn's several calls as one observation: texts, images and errors in call order."""
+        errors = [part.error for part in parts if part.error is not None]
+        return cls(text="\n\n".join(part.text for part in parts), images=[i for part in parts for i in part.images],
+                   error="\n".join(errors) if errors else None, parts=list(parts))
 
     @property
     def ok(self) -> bool:
@@ -66,6 +76,10 @@ class Tool(abc.ABC):
 
     name: str
     description: str
+    # JSON schema of the arguments (an object), for calls by name. With one property, its value reaches ``__call__``
+    # as text: a string as written, anything else as JSON ([1, 2] -> "[1, 2]"); with several, the arguments object as
+    # JSON.
+    parameters: dict[str, Any] | None = None
 
     @abc.abstractmethod
     async def __call__(self, argument: str, context: ToolContext) -> Observation:
@@ -77,6 +91,14 @@ class Tool(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most tools hold nothing
         """Release what the tool holds (worker pools, HTTP clients). Called once, when training ends."""
+
+    def function_schema(self) -> dict[str, Any]:
+        """The tool as the chat templates list it: ``{"type": "function", "function": {name, description,
+        parameters}}``."""
+        if self.parameters is None:
+            raise ValueError(f"the {self.name} tool declares no JSON schema `parameters`, which tool calls by name need")
+        return {"type": "function",
+                "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

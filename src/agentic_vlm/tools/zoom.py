@@ -34,6 +34,12 @@ class ZoomTool(Tool):
 
     name = "zoom"
     description = "[x1, y1, x2, y2]: show this box of the image (pixel coordinates) enlarged"
+    parameters = {
+        "type": "object",
+        "properties": {"bbox_2d": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4,
+                                   "description": "the box [x1, y1, x2, y2] to enlarge"}},
+        "required": ["bbox_2d"],
+    }
 
     def __init__(self, min_side: int = 112, max_side: int = 448):
         if not 0 < min_side <= max_side:

@@ -57,6 +57,11 @@ class CodeTool(Tool):
         "Python code run on the image: read 'path_to_input_image.jpg' and save 'path_to_output_image.jpg' "
         "(or use `image` and `display(img)`); numpy, PIL and cv2 are available; you see what it prints and saves"
     )
+    parameters = {
+        "type": "object",
+        "properties": {"code": {"type": "string", "description": "the Python code to run"}},
+        "required": ["code"],
+    }
 
     def __init__(self, persistent: bool = False, **options):
         config = SandboxConfig(**options)

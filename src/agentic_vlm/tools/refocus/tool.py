@@ -83,6 +83,11 @@ class RefocusCodeTool(Tool):
         "mapping a label to {'x1': .., 'y1': .., 'x2': .., 'y2': ..}; the question lists the labels. Show an image "
         "to yourself with display(img). These functions return an edited copy of the image:\n" + _function_reference()
     )
+    parameters = {
+        "type": "object",
+        "properties": {"code": {"type": "string", "description": "the Python code to run"}},
+        "required": ["code"],
+    }
 
     def __init__(self, persistent: bool = False, **options):
         self.persistent = persistent

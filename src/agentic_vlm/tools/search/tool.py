@@ -59,6 +59,11 @@ class SearchTool(Tool):
 
     name = "search"
     description = "a query: search for it and read the top results"
+    parameters = {
+        "type": "object",
+        "properties": {"query": {"type": "string", "description": "what to search for"}},
+        "required": ["query"],
+    }
 
     def __init__(
         self,

@@ -1,0 +1,89 @@
+"""Rollouts with the hermes protocol on each family's tiny model: several calls in one turn run concurrently and come
+back in order (an image among them), calls that cannot run come back as errors, and the answer ends the trajectory."""
+
+import asyncio
+import json
+import time
+
+import pytest
+from transformers import AutoProcessor
+
+from agentic_vlm.families import TINY_FAMILIES
+from agentic_vlm.protocols import HermesProtocol
+from agentic_vlm.rollout import RolloutEngine, ScriptedTurnGenerator
+from agentic_vlm.tools import Observation, Tool, ToolContext, ZoomTool
+
+
+class SlowEcho(Tool):
+    """Waits, then echoes its text; remembers when each call ran."""
+
+    name = "echo"
+    description = "repeat a text after a while"
+    parameters = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
+
+    def __init__(self):
+        self.intervals = {}
+
+    async def __call__(self, argument: str, context: ToolContext) -> Observation:
+        start = time.perf_counter()
+        await asyncio.sleep(0.3)
+        self.intervals[argument] = (start, time.perf_counter())
+        return Observation(text=f"echo: {argument}")
+
+
+def call(family: str, name: str, arguments: dict) -> str:
+    """A tool call as the family writes it."""
+    if family == "qwen3.5":
+        parameters = "".join(f"<parameter={key}>\n{value if isinstance(value, str) else json.dumps(value)}\n"
+                             "</parameter>\n" for key, value in arguments.items())
+        return f"<tool_call>\n<function={name}>\n{parameters}</function>\n</tool_call>"
+    return "<tool_call>\n" + json.dumps({"name": name, "arguments": arguments}) + "\n</tool_call>"
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_several_calls_per_turn_errors_and_answer(family, tiny_model_dirs, zoom_example):
+    processor = AutoProcessor.from_pretrained(tiny_model_dirs[family])
+    echo, protocol = SlowEcho(), HermesProtocol(family)
+    tools = [ZoomTool(min_side=56, max_side=112), echo]
+    script = [
+        "I will look twice.\n" + "\n".join([call(family, "echo", {"text": "first"}),
+                                            call(family, "zoom", {"bbox_2d": [0, 0, 100, 100]}),
+                                            call(family, "echo", {"text": "last"})]),
+        call(family, "crop", {"box": [1, 2]}) + "\n" + call(family, "zoom", {"bbox_2d": [1, 2, 3]}),
+        "<answer>red</answer>",
+    ]
+    generator = ScriptedTurnGenerator(processor, protocol.stop_strings(tools), lambda request: script[request.turn])
+    engine = RolloutEngine(processor, protocol, tools, generator, max_turns=4, max_completion_length=2000)
+    try:
+        [trajectory] = engine.run([[{"role": "user", "content": [{"type": "image", "image": zoom_example["image"]},
+                                                                  {"type": "text", "text": "Which color?"}]}]])
+    finally:
+        engine.close()
+
+    assert trajectory.stop_reason == "answer"
+    first, second, last = trajectory.turns
+    assert [c.name for c in first.action.tool_calls] == ["echo", "zoom", "echo"]
+    # The two slow calls overlapped in time: they ran concurrently.
+    (start_a, end_a), (start_b, end_b) = echo.intervals["first"], echo.intervals["last"]
+    assert start_b < end_a and start_a < end_b
+    assert [part.text for part in first.observation.parts][::2] == ["echo: first", "echo: last"]
+    assert len(first.observation.images) == 1 and len(trajectory.images) == 2
+
+    tokenizer = processor.tokenizer
+    text = tokenizer.decode(trajectory.completion_ids)
+    responses = text.split("<tool_response>\n")[1:]
+    assert responses[0].startswith("echo: first\n</tool_response>")
+    assert responses[1].startswith("The box")
+    assert "<|vision_start|>" + "<|image_pad|>" in responses[1]
+    assert responses[2].startswith("echo: last\n</tool_response>")
+    assert "There is no tool named 'crop'" in responses[3]
+    assert "'bbox_2d' must have 4 to 4 items" in responses[4]
+    assert [c.kind for c in second.action.tool_calls] == ["invalid", "invalid"]
+    assert last.action.argument == "red"
+    # One `tool` message per call, in order, for the rewards.
+    names = [m["name"] for m in trajectory.completion_messages() if m["role"] == "tool"]
+    assert names == ["echo", "zoom", "echo", "crop", "zoom"]
+    # The observations are the environment's: none of their tokens is trained.
+    image_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    image_positions = [i for i, token in enumerate(trajectory.completion_ids) if token == image_id]
+    assert image_positions and all(trajectory.tool_mask[i] == 0 for i in image_positions)
