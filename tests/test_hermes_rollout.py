@@ -87,3 +87,52 @@ def test_several_calls_per_turn_errors_and_answer(family, tiny_model_dirs, zoom_
     image_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
     image_positions = [i for i, token in enumerate(trajectory.completion_ids) if token == image_id]
     assert image_positions and all(trajectory.tool_mask[i] == 0 for i in image_positions)
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_trainer_forward_reproduces_sampling_logprobs_with_two_images_in_one_turn(family, tiny_model_dirs, tmp_path):
+    """Through the trainer: two zoom calls in one turn (two tool images in one <tool_response> turn), teacher-forced
+    through transformers' generate; TRL's forward pass scores the model's tokens as sampling did."""
+    import random
+
+    import torch
+    from datasets import Dataset
+
+    from agentic_vlm.config import AgenticGRPOConfig
+    from agentic_vlm.data.synthetic import make_zoom_example
+    from agentic_vlm.trainer import AgenticGRPOTrainer
+
+    script = ["Two looks.\n" + call(family, "zoom", {"bbox_2d": [0, 0, 100, 100]}) + "\n"
+              + call(family, "zoom", {"bbox_2d": [50, 60, 200, 190]}), "<answer>red</answer>"]
+    args = AgenticGRPOConfig(
+        output_dir=str(tmp_path), per_device_train_batch_size=2, num_generations=2, max_completion_length=600,
+        max_turns=2, report_to="none", use_cpu=True, bf16=False, log_trajectories_steps=0, protocol="hermes",
+    )
+    unused = Dataset.from_list([{"prompt": [{"role": "user", "content": "unused"}], "answer": "red"}] * 2)
+    trainer = AgenticGRPOTrainer(model=tiny_model_dirs[family], reward_funcs=[lambda completions, **_: [0.0] * 2],
+                                 args=args, train_dataset=unused, tools=[ZoomTool(min_side=56, max_side=112)])
+    tokenizer = trainer.processing_class.tokenizer
+
+    def forced_generation(requests, max_new_tokens):
+        forced = [tokenizer(script[r.turn], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+                  for r in requests]
+        return trainer._turn_generator.generate(trainer.model, requests, max_new_tokens, forced_ids=forced)
+
+    trainer.rollout_engine.generate = forced_generation
+    row = {"prompt": [{"role": "user", "content": "What color is the square?"}],
+           "images": [make_zoom_example(random.Random(7))["image"]], "answer": "red"}
+    batch = trainer._generate_and_score_completions([dict(row), dict(row)])
+    for trajectory in trainer._rollout_trajectories:
+        assert [turn.action.kind for turn in trajectory.turns] == ["tool", "answer"]
+        assert len(trajectory.images) == 3
+    assert batch["num_images"] == [3, 3]
+
+    input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+    attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+    kwargs = {key: batch[key] for key in ("pixel_values", "image_grid_thw", "num_images", "mm_token_type_ids")}
+    with torch.no_grad():
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, input_ids, attention_mask, batch["completion_ids"].size(1), **kwargs)
+    mask = (batch["completion_mask"] * batch["tool_mask"]).bool()
+    assert mask.sum() > 30
+    assert (logps - batch["sampling_per_token_logps"]).abs()[mask].max().item() < 1e-3

@@ -30,13 +30,15 @@ def test_recipe_parses_from_any_folder_and_its_names_and_files_exist(recipe, tmp
     corpus = config.tool_kwargs.get("search", {}).get("backend_options", {}).get("corpus_path")
     assert corpus is None or Path(corpus).is_file()
     model = model_args.model_name_or_path
-    assert model.startswith("Qwen/") or Path(model) == ROOT / "outputs" / "tiny-qwen2.5-vl"
+    assert model.startswith("Qwen/") or Path(model) in {ROOT / "outputs" / "tiny-qwen2.5-vl",
+                                                        ROOT / "outputs" / "tiny-qwen3-vl"}
 
 
 def test_there_are_recipes_for_every_task():
     names = {path.stem for path in RECIPES}
     assert {"quickstart", "arft_search_cpu", "arft_coding_cpu", "vtool_cpu", "vtool_chartqa_7b",
-            "vtool_tablevqa_7b"} <= names
+            "vtool_tablevqa_7b", "qwen3vl_zoom_cpu", "qwen3vl_zoom_8b", "qwen3vl_search_8b",
+            "qwen3vl_coding_8b"} <= names
 
 
 def test_a_short_run_scales_the_warm_start_down(capsys):
