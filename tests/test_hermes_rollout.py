@@ -136,3 +136,23 @@ def test_trainer_forward_reproduces_sampling_logprobs_with_two_images_in_one_tur
     mask = (batch["completion_mask"] * batch["tool_mask"]).bool()
     assert mask.sum() > 30
     assert (logps - batch["sampling_per_token_logps"]).abs()[mask].max().item() < 1e-3
+
+
+@pytest.mark.parametrize("family", ["qwen3-vl", "qwen3.5"])
+def test_cli_eval_and_viewer_with_hermes(family, tiny_model_dirs, tmp_path):
+    """`agentic-vlm eval --protocol hermes` runs the family's tiny model on the zoom task (real sampling), and the
+    viewer renders the run."""
+    from pathlib import Path
+
+    from agentic_vlm.cli import main
+    from agentic_vlm.eval import read_run, write_html
+
+    root = Path(__file__).parents[1]
+    output = tmp_path / "zoom.jsonl"
+    main(["eval", "--model", tiny_model_dirs[family], "--dataset", "zoom", "--data-dir", str(root / "data"),
+          "--protocol", "hermes", "--limit", "2", "--batch-size", "2", "--max-turns", "2",
+          "--max-completion-length", "48", "--temperature", "1.0", "--output", str(output)])
+    records = read_run(output)
+    assert len(records) == 2 and all(record["turns"] and record["num_model_tokens"] > 0 for record in records)
+    page = Path(write_html(output, tmp_path / "run.html")).read_text()
+    assert records[0]["id"] in page
