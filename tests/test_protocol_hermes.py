@@ -140,3 +140,11 @@ def test_answers_and_protocol_construction(tools):
     with pytest.raises(ValueError, match="needs the model's family"):
         get_protocol("hermes")
     assert get_protocol("hermes", "qwen3.5").family.tool_call_format == "xml_parameters"
+
+
+def test_rewards_read_every_call_of_a_turn(tools):
+    from agentic_vlm.rewards.trajectory import tool_arguments
+
+    calls = [{"name": "zoom", "arguments": {"bbox_2d": box}} for box in ([1, 2, 3, 4], [5, 6, 7, 8])]
+    turn = "\n".join(f"<tool_call>\n{json.dumps(call)}\n</tool_call>" for call in calls)
+    assert tool_arguments([turn], HermesProtocol("qwen3-vl"), tools, "zoom") == ["[1, 2, 3, 4]", "[5, 6, 7, 8]"]

@@ -45,9 +45,9 @@ def successful_tool_calls(completion: list[dict]) -> int:
 
 
 def tool_arguments(turns: Sequence[str], protocol: Protocol, tools: list[Tool], tool_name: str) -> list[str]:
-    """The arguments of the ``tool_name`` actions written in ``turns``, in order."""
-    actions = (protocol.parse_action(text, tools) for text in turns)
-    return [action.argument for action in actions if action.kind == "tool" and action.name == tool_name]
+    """The arguments of the ``tool_name`` calls written in ``turns``, in order (several per turn with ``hermes``)."""
+    calls = (call for text in turns for call in protocol.parse_action(text, tools).tool_calls)
+    return [call.argument for call in calls if call.kind == "tool" and call.name == tool_name]
 
 
 def solution_turns(solution: str | Sequence[str], protocol: Protocol, tools: list[Tool]) -> list[str]:
