@@ -250,7 +250,8 @@ def generate_turn(
     for key, value in vision_inputs(requests).items():
         inputs[key] = value.to(device)
     if image_token_id is not None:
-        # Qwen2.5-VL derives its 3-D rotary positions from this map of the image tokens.
+        # The registered families (``ModelFamily.token_type_key``) derive their 3-D rotary positions from this map of
+        # the image tokens: Qwen3-VL and Qwen3.5 refuse images without it, Qwen2.5-VL falls back to 1-D positions.
         inputs["mm_token_type_ids"] = (inputs["input_ids"] == image_token_id).long()
 
     recorder = _SampledLogprobRecorder(settings.temperature)
