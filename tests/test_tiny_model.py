@@ -61,6 +61,20 @@ def test_qwen3_5_ids_follow_the_registry(tiny_model_dirs):
     assert tokenizer.convert_tokens_to_ids("<think>") - image == 248068 - 248056
 
 
+def test_like_qwen3_5_carries_its_settings_on_the_small_vocabulary(tmp_path):
+    from transformers import GenerationConfig
+
+    directory = make_tiny_model(tmp_path, like="qwen3.5-27b")
+    tokenizer = AutoProcessor.from_pretrained(directory).tokenizer
+    config = GenerationConfig.from_pretrained(directory)
+    assert (config.temperature, config.top_k, config.top_p) == (1.0, 20, 0.95)
+    # [248046, 248044] in the released file: <|im_end|> and <|endoftext|>, on the small vocabulary's ids
+    assert config.eos_token_id == [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
+    processor = AutoProcessor.from_pretrained(directory)
+    assert processor.image_processor.size == {"shortest_edge": 65536, "longest_edge": 16777216}
+    assert processor.image_processor.patch_size == 16
+
+
 def test_build_is_deterministic(tmp_path):
     first = make_tiny_model(tmp_path / "a", seed=3, family="qwen3-vl")
     second = make_tiny_model(tmp_path / "b", seed=3, family="qwen3-vl")

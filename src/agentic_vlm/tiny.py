@@ -20,6 +20,7 @@ The text model's attention heads are 32 wide (vLLM's CPU attention needs at leas
 ``like="qwen3-vl-8b-instruct"`` (any checkpoint of :mod:`agentic_vlm.families`) builds a tiny model that runs like the
 released one: its family, the real vocabulary, and the checkpoint's ``generation_config.json`` (its sampling defaults
 and eos ids) and ``preprocessor_config.json`` (its pixel limits: real-resolution images); only the weights are tiny.
+``like="qwen3.5-27b"`` uses the small vocabulary, with the checkpoint's token ids translated to it.
 """
 
 from __future__ import annotations
@@ -222,7 +223,9 @@ def make_tiny_model(output_dir: str | Path, vocab: str | None = None, seed: int 
     """Build and save a tiny model and its processor; load them back with ``from_pretrained``.
 
     ``family`` is ``"qwen2.5-vl"`` by default, or the family of ``like``. ``vocab`` is ``"small"`` by default,
-    ``"real"`` with ``like`` (which needs the real vocabulary: the checkpoint's settings name real token ids).
+    ``"real"`` with ``like`` (the checkpoint's settings name real token ids). A family whose real vocabulary has no
+    offline copy (Qwen3.5) is built ``like`` a checkpoint on the small vocabulary, the settings' token ids translated
+    to the same tokens there.
     """
     settings = None
     if like is not None:
@@ -230,19 +233,35 @@ def make_tiny_model(output_dir: str | Path, vocab: str | None = None, seed: int 
         if family is not None and family != like_family.name:
             raise ValueError(f"--like {like} is a {like_family.name} checkpoint, not {family}")
         family = like_family.name
-        if vocab == "small":
+        real_vocabulary = like_family.base_vocabulary is not None
+        if vocab == "small" and real_vocabulary:
             raise ValueError(f"--like {like} needs the real vocabulary; leave --vocab out or pass --vocab real")
-        if like_family.base_vocabulary is None:
-            raise ValueError(f"--like {like} needs the real {family} vocabulary, and no offline copy of it exists")
+        vocab = vocab or ("real" if real_vocabulary else "small")
     family = family or "qwen2.5-vl"
     if family not in TINY_FAMILIES:
         raise ValueError(f"no tiny model for family {family!r}; choose one of {', '.join(TINY_FAMILIES)}")
-    vocab = vocab or ("real" if like else "small")
+    vocab = vocab or "small"
     output_dir = Path(output_dir)
     tokenizer = build_tokenizer(vocab, family)
     processor = build_processor(tokenizer, family, settings.preprocessor_config if settings else None)
-    model = build_model(tokenizer, seed=seed, family=family,
-                        generation_config=settings.generation_config if settings else None)
+    generation_config = settings.generation_config if settings else None
+    if generation_config is not None and vocab == "small":
+        generation_config = _on_small_vocabulary(generation_config, get_family(family), tokenizer)
+    model = build_model(tokenizer, seed=seed, family=family, generation_config=generation_config)
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
     return output_dir
+
+
+def _on_small_vocabulary(generation_config: dict, family: ModelFamily, tokenizer) -> dict:
+    """A checkpoint's generation settings with each token id (eos, pad, bos) replaced by the small vocabulary's id of
+    the same added token."""
+    def translate(token_id: int) -> int:
+        return tokenizer.convert_tokens_to_ids(family.added_tokens[token_id - family.first_added_id])
+
+    translated = dict(generation_config)
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        value = generation_config.get(key)
+        if value is not None:
+            translated[key] = [translate(v) for v in value] if isinstance(value, list) else translate(value)
+    return translated
