@@ -1,11 +1,12 @@
 """``agentic-vlm``: train, evaluate, view trajectories, build the tiny offline model, and generate the synthetic data.
 
-    agentic-vlm train RECIPE.yaml [--key value ...]    # YAML keys are config fields; command-line values win
+    agentic-vlm train RECIPE.yaml [--key value ...]    # `agentic-vlm train --help` lists every key
     agentic-vlm eval --model PATH --dataset NAME|FILE [--tools zoom,search,code] [--output RUN.jsonl] ...
     agentic-vlm view RUN.jsonl [-o RUN.html]
     agentic-vlm make-tiny-model OUT [--vocab small|real] [--seed 0]
-    agentic-vlm make-data zoom|search|coding OUT [--train N] [--test N] [--seed 0]
+    agentic-vlm make-data zoom|search|coding|refocus OUT [--train N] [--test N] [--seed 0]
 
+An error is one line on stderr and a non-zero exit; `--debug` (any command) adds the traceback.
 ``train`` runs under ``torchrun`` and ``accelerate launch`` as it is.
 """
 
@@ -57,7 +58,7 @@ def load_training_data(file: str, script_args):
 def train(argv: list[str]) -> None:
     from .recipe import check_model_exists, find_checkpoint, parse_recipe, train_help
 
-    if argv and argv[0] in ("-h", "--help") or "--help" in argv[1:] or "-h" in argv[1:]:
+    if "--help" in argv or "-h" in argv:
         print(train_help())
         return
     if not argv or argv[0].startswith("-"):
