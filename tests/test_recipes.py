@@ -47,3 +47,29 @@ def test_a_short_run_scales_the_warm_start_down(capsys):
     assert script_args.warmstart_steps == 8 and "warm start shortened to 8 of its 100" in capsys.readouterr().out
     assert parse_recipe(recipe, ["--max_steps", "3", "--warmstart_steps", "50"])[0].warmstart_steps == 50
     assert parse_recipe(recipe, [])[0].warmstart_steps == 100
+
+
+@pytest.mark.parametrize("recipe", ["quickstart.yaml", "arft_search_cpu.yaml", "arft_coding_cpu.yaml",
+                                    "vtool_cpu.yaml"])
+def test_cpu_recipes_token_budget_fits_their_reference_trajectories(recipe, tiny_model_dir):
+    """The warm start trains on the reference trajectories and GRPO is rewarded for answers: a budget that cuts them
+    (the search recipe once had 384 tokens for trajectories of 700-870) leaves every reward at 0."""
+    from transformers import AutoProcessor
+
+    from agentic_vlm.cli import load_training_data
+    from agentic_vlm.eval import rollout_dataset
+    from agentic_vlm.protocols import get_protocol
+    from agentic_vlm.rollout import ScriptedTurnGenerator
+    from agentic_vlm.tools import build_tools
+
+    script_args, config, _ = parse_recipe(ROOT / "recipes" / recipe, ["--model_name_or_path", tiny_model_dir])
+    data = load_training_data(script_args.train_file, script_args).select(range(8))
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    protocol, tools = get_protocol(config.protocol), build_tools(config.tools, config.tool_kwargs)
+    replay = ScriptedTurnGenerator(processor, protocol.stop_strings(tools),
+                                   script=lambda request: request.row["solution"][request.turn])
+    for _, trajectories in rollout_dataset(None, processor, protocol, tools, data, generate=replay,
+                                           max_turns=config.max_turns,
+                                           max_completion_length=config.max_completion_length,
+                                           system_prompt=config.system_prompt, progress=False):
+        assert [t.stop_reason for t in trajectories] == ["answer"] * len(trajectories)
