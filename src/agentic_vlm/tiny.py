@@ -179,10 +179,11 @@ def _qwen3_vl(text: dict, family: ModelFamily, ids: dict):
 
 def _qwen3_5(text: dict, family: ModelFamily, ids: dict):
     # One Gated DeltaNet layer, then one gated attention layer (the released models repeat 3 + 1); rotary positions on
-    # a quarter of each 64-wide head, as released.
+    # a quarter of each 64-wide head, as released. The DeltaNet heads are 128 wide as released (vLLM's CPU kernel
+    # accepts no other width).
     text |= {"head_dim": 64, "layer_types": ["linear_attention", "full_attention"],
-             "linear_key_head_dim": 32, "linear_value_head_dim": 32, "linear_num_key_heads": 2,
-             "linear_num_value_heads": 2, "linear_conv_kernel_dim": 4,
+             "linear_key_head_dim": 128, "linear_value_head_dim": 128, "linear_num_key_heads": 1,
+             "linear_num_value_heads": 1, "linear_conv_kernel_dim": 4,
              "rope_parameters": {"rope_type": "default", "rope_theta": 10_000_000.0, "partial_rotary_factor": 0.25,
                                  "mrope_section": [3, 3, 2], "mrope_interleaved": True}}
     vision = {**_VISION, "patch_size": family.patch_size, "num_position_embeddings": 256}
