@@ -163,11 +163,12 @@ def _json_object(text: str) -> dict:
 def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model folder (or hub id) with its processor")
     parser.add_argument("--dataset", required=True,
-                        help="a shipped task (zoom, search, coding, refocus: DATA_DIR/NAME/test.jsonl) or a dataset "
-                             "file")
+                        help="a shipped task (zoom, search, coding, refocus: DATA_DIR/NAME/test.jsonl), a published "
+                             "benchmark (vstar: DATA_DIR/vstar_bench/, hrbench4k, hrbench8k: "
+                             "DATA_DIR/hr_bench_4k.tsv, DATA_DIR/hr_bench_8k.tsv) or a dataset file or folder")
     parser.add_argument("--format", default="auto",
                         help="format of a dataset file: auto (from its fields), tasks, mat-search, mat-coding, "
-                             "mat-training, refocus")
+                             "mat-training, refocus, vstar, hrbench")
     parser.add_argument("--image-root", help="folder of a MAT file's images (default: beside the file)")
     parser.add_argument("--data-dir", default="data", help="where the shipped tasks are")
     parser.add_argument("--limit", type=_positive, help="evaluate the first N items only (default: all)")
@@ -177,6 +178,12 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-image-pixels", type=_positive, default=89_478_485,
                         help="a row with a larger image (width x height) is a bad row")
     parser.add_argument("--tools", type=_names, help="comma-separated tools (default: the benchmark's)")
+    parser.add_argument("--no-tools", action="store_true",
+                        help="run without any tool, as the baseline that --without-tools compares with")
+    parser.add_argument("--without-tools", metavar="RUN.jsonl",
+                        help="a run of the same items made with --no-tools: the summary adds the accuracy without "
+                             "tools, tool gain (right only with tools), tool harm (right only without) and the "
+                             "tool-call rate (default: none)")
     parser.add_argument("--tool-kwargs", type=_json_object, default={},
                         help="JSON: constructor arguments per tool, laid over the benchmark's option by option")
     parser.add_argument("--metrics", type=_names, help="comma-separated metrics (default: the benchmark's): "
@@ -210,10 +217,12 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _dataset_file(args: argparse.Namespace) -> Path:
-    from .eval.benchmarks import SHIPPED_TASKS
+    from .eval.benchmarks import PUBLISHED_BENCHMARKS, SHIPPED_TASKS
 
     if args.dataset in SHIPPED_TASKS and not Path(args.dataset).exists():
         return Path(args.data_dir) / args.dataset / "test.jsonl"
+    if args.dataset in PUBLISHED_BENCHMARKS and not Path(args.dataset).exists():
+        return Path(args.data_dir) / PUBLISHED_BENCHMARKS[args.dataset][0]
     return Path(args.dataset)
 
 
@@ -238,8 +247,12 @@ def evaluate_command(args: argparse.Namespace) -> None:
                                      max_image_pixels=args.max_image_pixels)
     if args.limit is not None:
         benchmark.dataset = benchmark.dataset.select(range(min(args.limit, len(benchmark.dataset))))
-    tool_names = args.tools if args.tools is not None else list(benchmark.tools)
-    if not tool_names:
+    if args.no_tools and (args.tools or args.tool_kwargs):
+        raise UsageError("--no-tools runs without tools: leave out --tools and --tool-kwargs")
+    if args.without_tools is not None and not Path(args.without_tools).is_file():
+        raise UsageError(f"--without-tools {args.without_tools}: no such run (make it with --no-tools)")
+    tool_names = [] if args.no_tools else args.tools if args.tools is not None else list(benchmark.tools)
+    if not tool_names and not args.no_tools:
         raise UsageError(f"name the tools for {args.dataset} with --tools (zoom, search, code)")
     unused = sorted(set(args.tool_kwargs) - set(tool_names))
     if unused:
@@ -284,6 +297,7 @@ def evaluate_command(args: argparse.Namespace) -> None:
         metrics=args.metrics, reward_funcs=reward_funcs, run_info=run_info,
         batch_size=args.batch_size, max_turns=args.max_turns, max_completion_length=args.max_completion_length,
         sampling=sampling, tool_timeout=args.tool_timeout, system_prompt=args.system_prompt,
+        without_tools=args.without_tools,
     )
     print(_summary_table(summary))
     print(f"trajectories: {output}\nsummary: {summary_path(output)}\n"
@@ -293,7 +307,7 @@ def evaluate_command(args: argparse.Namespace) -> None:
 def _summary_table(summary: dict) -> str:
     from .eval.metrics import summary_rows
 
-    columns = ["count", "answered", *summary["metrics"], "tool_calls"]
+    columns = ["count", "answered", *summary["metrics"], "tool_calls", "tool_call_rate"]
     rows = summary_rows(summary)
     width = max(len(label) for label, _ in rows)
     lines = [" " * width + "".join(f"{column:>13}" for column in columns)]
@@ -301,6 +315,12 @@ def _summary_table(summary: dict) -> str:
         cells = "".join(f"{figures[column]:>13.3f}" if isinstance(figures[column], float) else f"{figures[column]:>13}"
                         for column in columns)
         lines.append(f"{label:<{width}}{cells}")
+    if "tool_use" in summary:
+        figures = summary["tool_use"]
+        lines.append(f"tools, on {figures['items']} items ({figures['metric']}): accuracy "
+                     f"{figures['accuracy_with_tools']:.3f} with, {figures['accuracy_without_tools']:.3f} without; "
+                     f"gain {figures['tool_gain']:.3f}, harm {figures['tool_harm']:.3f}, "
+                     f"call rate {figures['tool_call_rate']:.3f}")
     return "\n".join(lines)
 
 

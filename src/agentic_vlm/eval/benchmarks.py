@@ -6,6 +6,8 @@ an entry, and its metric by adding one to :data:`agentic_vlm.eval.metrics.ITEM_M
 
 A name in ``SHIPPED_TASKS`` (``zoom``, ``search``, ``coding``) is the test split of the task shipped in
 ``data/<name>/`` (the task file format), with the protocol, tools, metrics and groups that task is meant for.
+A name in ``PUBLISHED_BENCHMARKS`` (``vstar``, ``hrbench4k``, ``hrbench8k``) is that benchmark's release, downloaded
+into the data folder (``vstar_bench/``, ``hr_bench_4k.tsv``, ``hr_bench_8k.tsv``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from datasets import Dataset
 
 from ..data import load_jsonl_dataset
+from ..data.highres import load_hrbench, load_vstar
 from ..data.mat import load_mat_coding, load_mat_search, load_mat_training
 from ..data.records import read_records
 from ..data.refocus import load_refocus_parquet
@@ -51,6 +54,21 @@ def _first_record_has(*fields: str) -> Callable[[Path], bool]:
     return detect
 
 
+def _is_vstar_folder(path: Path) -> bool:
+    return path.is_dir() and any(path.glob("*/*.json"))
+
+
+def _is_hrbench_file(path: Path) -> bool:
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return "cycle_category" in pq.ParquetFile(path).schema_arrow.names
+    if path.suffix != ".tsv":
+        return False
+    with open(path, encoding="utf-8") as file:
+        return "cycle_category" in file.readline().rstrip("\n").split("\t")
+
+
 def _load_task_file(path: Path, image_root: Path | None) -> Dataset:
     if image_root is not None:
         raise ValueError("a task file names its images relative to itself; image_root is for MAT files")
@@ -66,8 +84,19 @@ DATASET_FORMATS: dict[str, DatasetFormat] = {
                                   metrics=("exact_match", "f1_set"), group_by=("type",)),
     "tasks": DatasetFormat(_load_task_file, _first_record_has("question", "answer"),
                            metrics=("accuracy", "f1"), group_by=("split", "type")),
+    "vstar": DatasetFormat(lambda path, image_root: load_vstar(path), _is_vstar_folder, metrics=("choice",),
+                           group_by=("category",), tools=("zoom", "code")),
+    "hrbench": DatasetFormat(lambda path, image_root: load_hrbench(path), _is_hrbench_file, metrics=("choice",),
+                             group_by=("category", "cycle_category"), tools=("zoom", "code")),
     "refocus": DatasetFormat(lambda path, image_root: load_refocus_parquet(path), lambda path: path.suffix == ".parquet",
                              metrics=("refocus",), tools=("refocus",), protocol="vtool"),
+}
+
+# Published benchmarks by name: where under the data folder their release is expected, and its format.
+PUBLISHED_BENCHMARKS: dict[str, tuple[str, str]] = {
+    "vstar": ("vstar_bench", "vstar"),
+    "hrbench4k": ("hr_bench_4k.tsv", "hrbench"),
+    "hrbench8k": ("hr_bench_8k.tsv", "hrbench"),
 }
 
 
@@ -124,9 +153,18 @@ def load_benchmark(dataset: str, format: str = "auto", image_root: str | Path | 
                                     f"or generate it with: agentic-vlm make-data {dataset} {data_dir / dataset}")
         return Benchmark(dataset, "tasks", _load_task_file(path, image_root), task.metrics, task.group_by,
                          task.tools, task.protocol, task.tool_kwargs(data_dir) if task.tool_kwargs else {})
+    if dataset in PUBLISHED_BENCHMARKS and not Path(dataset).exists():
+        release, format = PUBLISHED_BENCHMARKS[dataset]
+        path = data_dir / release
+        if not path.exists():
+            raise FileNotFoundError(f"{dataset} is read from {path}: download its release there (or pass --data-dir)")
+        spec = DATASET_FORMATS[format]
+        return Benchmark(dataset, format, spec.load(path, image_root), spec.metrics, spec.group_by, spec.tools,
+                         spec.protocol)
     path = Path(dataset)
-    if not path.is_file():
-        raise FileNotFoundError(f"{dataset} is neither a shipped task ({', '.join(SHIPPED_TASKS)}) nor a file")
+    if not path.exists():
+        raise FileNotFoundError(f"{dataset} is neither a shipped task ({', '.join(SHIPPED_TASKS)}), a published "
+                                f"benchmark ({', '.join(PUBLISHED_BENCHMARKS)}) nor a file")
     if format == "auto":
         format = next((name for name, candidate in DATASET_FORMATS.items() if candidate.detect(path)), None)
         if format is None:

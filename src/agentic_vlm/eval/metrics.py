@@ -9,14 +9,22 @@ Metrics by name:
 - ``accuracy``: 1 when the answer is right, numbers compared by value ("1,234.0" is "1234"), text by exact match;
 - ``exact_match``: SQuAD-normalised exact match;
 - ``f1``: SQuAD token F1;
-- ``f1_set``: the F1 of the MAT benchmark, which counts each distinct token once (see
-  :func:`agentic_vlm.rewards.text.token_f1_score`).
+- ``f1_set``: the F1 of Visual-ARFT's MAT evaluation, distinct shared tokens over the token counts (see
+  :func:`agentic_vlm.rewards.text.token_f1_score`);
+- ``refocus``: VTool-R1's rule-based ReFOCUS score (numbers by relative error, labels by exact match, list items
+  one by one);
+- ``choice``: multiple choice (V* Bench, HR-Bench), for truths ``[letter, option text]``: 1 when the answer is the
+  right option's text, or else picks the right letter ("B", "(B)", "B. red", "The answer is B").
 
-Parts written with ``||`` are scored one by one for every metric.
+Parts written with ``||`` are scored one by one, except by ``choice``.
+
+Tool use: every summary counts tool calls per item and the fraction of items that made one. Given a run of the same
+items without tools (``agentic-vlm eval --no-tools``), :func:`tool_use` compares the two item by item.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 
@@ -28,8 +36,30 @@ from ..rewards.answers import (
     score_answer,
     token_f1,
 )
+from ..rewards.text import exact_match_score
 
 ItemMetric = Callable[[str, list[str]], float]
+
+# A letter alone or first and marked as one ("B", "(B)", "B. red", "B: red"; not "I think" or "A red car"), or
+# after "answer is", "option" or "choice" anywhere.
+_LEADING_LETTER = re.compile(r"\s*\(?([A-Z])(?:[).:]|\s*$)")
+_NAMED_LETTER = re.compile(r"\b(?:answer|option|choice)(?: is)?:?[ \t]*\(?([A-Z])\b", re.IGNORECASE)
+
+
+def chosen_letter(prediction: str) -> str | None:
+    """The option letter a multiple-choice answer picks, or ``None`` if it names none."""
+    match = _LEADING_LETTER.match(prediction) or _NAMED_LETTER.search(prediction)
+    return match.group(1) if match else None
+
+
+def choice_score(prediction: str, truths: list[str]) -> float:
+    """1.0 if ``prediction`` picks the right option: its text (``truths[1:]``, normalised exact match), else its
+    letter (``truths[0]``)."""
+    if not truths:
+        return 0.0
+    if any(exact_match_score(prediction, text) for text in truths[1:]):
+        return 1.0
+    return float(chosen_letter(prediction) == truths[0].strip().upper())
 
 ITEM_METRICS: dict[str, ItemMetric] = {
     "accuracy": lambda prediction, truths: score_answer(prediction, truths, is_correct_item),
@@ -37,6 +67,7 @@ ITEM_METRICS: dict[str, ItemMetric] = {
     "f1": token_f1,
     "f1_set": partial(token_f1, variant="set"),
     "refocus": lambda prediction, truths: score_answer(prediction, truths, refocus_item_score),
+    "choice": choice_score,
 }
 
 
@@ -94,9 +125,37 @@ def _figures(records: list[dict], names: Sequence[str]) -> dict:
     figures |= {name: _mean([record["scores"][name] for record in records]) for name in names}
     figures["turns"] = _mean([record["num_turns"] for record in records])
     figures["tool_calls"] = len(calls) / count
+    figures["tool_call_rate"] = _mean([any(turn["action"] == "tool" for turn in record["turns"])
+                                       for record in records])
     figures["tool_errors"] = _mean([turn["error"] is not None for turn in calls]) if calls else None
     return figures
 
 
 def _mean(values: list) -> float:
     return sum(values) / len(values)
+
+
+def tool_use(records: Iterable[dict], without_tools: Iterable[dict], metric: str) -> dict:
+    """How tools changed the results: ``records`` (a run with tools) against ``without_tools`` (the same items run
+    without, by id), on ``metric``, an item being right when it scores 1.
+
+    Returns ``items`` (the ids in both runs), ``accuracy_with_tools`` and ``accuracy_without_tools`` over them,
+    ``tool_gain`` (the fraction right with tools and wrong without), ``tool_harm`` (right without, wrong with) and
+    ``tool_call_rate`` (the fraction of items that called a tool, with tools).
+    """
+    baseline = {record["id"]: record for record in without_tools}
+    pairs = [(record, baseline[record["id"]]) for record in records if record["id"] in baseline]
+    if not pairs:
+        raise ValueError("the run without tools has none of this run's items (compared by id)")
+    if any(metric not in run["scores"] for run in pairs[0]):
+        raise ValueError(f"both runs must be scored with the metric {metric!r}")
+    right = [(record["scores"][metric] == 1.0, other["scores"][metric] == 1.0) for record, other in pairs]
+    return {
+        "metric": metric,
+        "items": len(pairs),
+        "accuracy_with_tools": _mean([with_tools for with_tools, _ in right]),
+        "accuracy_without_tools": _mean([without for _, without in right]),
+        "tool_gain": _mean([with_tools and not without for with_tools, without in right]),
+        "tool_harm": _mean([without and not with_tools for with_tools, without in right]),
+        "tool_call_rate": _mean([any(turn["action"] == "tool" for turn in record["turns"]) for record, _ in pairs]),
+    }

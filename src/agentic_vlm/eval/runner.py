@@ -32,7 +32,7 @@ from ..rollout.engine import GenerateFn
 from ..tools.base import Tool
 from ..warmstart import prompt_messages
 from .benchmarks import Benchmark
-from .metrics import check_metric_names, score_item, summarize
+from .metrics import check_metric_names, score_item, summarize, tool_use
 
 logger = logging.getLogger(__name__)
 _UNSAFE_IN_FILE_NAMES = re.compile(r"[^\w.-]")
@@ -265,6 +265,7 @@ def evaluate(
     metrics: Sequence[str] | None = None,
     reward_funcs: Sequence = (),
     run_info: dict | None = None,
+    without_tools: str | Path | None = None,
     **rollout_options,
 ) -> dict:
     """Evaluate on ``benchmark``, appending to the JSONL file ``output``; returns the summary, also written to
@@ -274,7 +275,8 @@ def evaluate(
     ``reward_funcs`` (TRL reward functions, async ones included) are recorded per item too. ``run_info`` (the model,
     its fingerprint, the data, every setting that changes results) goes into the summary and into
     :func:`settings_path`: resuming a run whose recorded ``run_info`` differs raises ``ValueError`` naming the
-    differences. Other options are :func:`rollout_dataset`'s.
+    differences. ``without_tools`` is a run of the same items without tools: the summary's ``tool_use`` compares the
+    two (:func:`~agentic_vlm.eval.metrics.tool_use`). Other options are :func:`rollout_dataset`'s.
     """
     metrics = tuple(metrics or benchmark.metrics)
     check_metric_names(metrics)
@@ -307,6 +309,8 @@ def evaluate(
 
     summary = {"dataset": benchmark.name, "format": benchmark.format, "output": str(output),
                "metrics": list(metrics), **(run_info or {}), **summarize(read_run(output), metrics, benchmark.group_by)}
+    if without_tools is not None:
+        summary["tool_use"] = tool_use(read_run(output), read_run(without_tools), metrics[0])
     summary_path(output).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
