@@ -43,6 +43,13 @@ class AgenticGRPOConfig(GRPOConfig):
         max_images_per_observation (`int`, *optional*, defaults to `4`):
             Images kept from one tool result; further images are dropped with a note to the model.
 
+        > vLLM
+
+        vllm_dtype (`str`, *optional*, defaults to `"bfloat16"`):
+            Data type of vLLM's weights and activations when `use_vllm` is set. `"float32"` makes vLLM's sampling
+            log-probabilities match the training forward pass in fp32 (exactness checks, CPU tests); TRL alone would
+            run vLLM in the checkpoint's dtype, and vLLM downcasts fp32 checkpoints to 16 bits.
+
         > Rewards
 
         reward_funcs (`list[str]`, *optional*, defaults to `["accuracy", "format"]`):
@@ -71,6 +78,11 @@ class AgenticGRPOConfig(GRPOConfig):
     )
     tool_timeout: float = field(default=60.0, metadata={"help": "Seconds one tool call may take."})
     max_images_per_observation: int = field(default=4, metadata={"help": "Images kept from one tool result."})
+    vllm_dtype: str = field(
+        default="bfloat16",
+        metadata={"help": "Data type of vLLM's weights and activations (float32 for exact log-probs, bfloat16 on GPU).",
+                  "choices": ["bfloat16", "float16", "float32"]},
+    )
     reward_funcs: list[str] = field(
         default_factory=lambda: ["accuracy", "format"], metadata={"help": "Reward functions to build by name."}
     )
@@ -115,6 +127,8 @@ class AgenticGRPOConfig(GRPOConfig):
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.beta < 0:
             raise ValueError(f"beta must be 0 or more, got {self.beta}")
+        if self.vllm_dtype not in ("bfloat16", "float16", "float32"):
+            raise ValueError(f"vllm_dtype must be 'bfloat16', 'float16' or 'float32', got {self.vllm_dtype!r}")
 
     def _check_names(self) -> None:
         """Tools, their options, rewards and the protocol exist, without building any of them."""

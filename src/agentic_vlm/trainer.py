@@ -12,12 +12,14 @@ accumulation, logging and checkpoints. Three methods are overridden:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
 from pathlib import Path
 
 import torch
+import trl.trainer.grpo_trainer as trl_grpo_trainer
 from transformers import AutoConfig
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from trl import GRPOTrainer
@@ -25,7 +27,7 @@ from trl.models.utils import unwrap_model_for_generation
 
 from .config import AgenticGRPOConfig
 from .console import CompactPrinterCallback, CompactProgressCallback
-from .families import end_of_turn_token_ids
+from .families import end_of_turn_token_ids, family_of
 from .protocols import Protocol, get_protocol
 from .rewards import build_reward_funcs
 from .rollout import RolloutEngine, SamplingSettings, Trajectory, TransformersTurnGenerator, TurnRequest
@@ -78,20 +80,35 @@ class AgenticGRPOTrainer(GRPOTrainer):
         if reward_funcs is None:
             reward_funcs = build_reward_funcs(args.reward_funcs, protocol, tools, args.reward_kwargs)
 
+        if args.use_vllm and args.vllm_mode == "colocate" and args.vllm_tensor_parallel_size > 1:
+            raise ValueError(
+                "vllm_tensor_parallel_size > 1 is not supported by the multi-turn rollout in colocate mode (each rank "
+                "drives its own engine); use vllm_mode: server for a model that needs several GPUs per engine"
+            )
+
         # TRL's `tools=` are JSON-schema functions that the chat template renders; ours are tag actions run by the
-        # rollout engine, so TRL's own tool loop stays off.
-        super().__init__(
-            model=model,
-            reward_funcs=reward_funcs,
-            args=args,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            reward_processing_classes=reward_processing_classes,
-            callbacks=callbacks,
-            optimizers=optimizers,
-            peft_config=peft_config,
-        )
+        # rollout engine, so TRL's own tool loop stays off. TRL's __init__ builds its vLLM backend by name; ours (see
+        # vllm_engine.py) is built in its place.
+        vllm_generation_class = trl_grpo_trainer.VLLMGeneration
+        if args.use_vllm:
+            from .vllm_engine import AgenticVLLMGeneration
+
+            trl_grpo_trainer.VLLMGeneration = functools.partial(AgenticVLLMGeneration, dtype=args.vllm_dtype)
+        try:
+            super().__init__(
+                model=model,
+                reward_funcs=reward_funcs,
+                args=args,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                processing_class=processing_class,
+                reward_processing_classes=reward_processing_classes,
+                callbacks=callbacks,
+                optimizers=optimizers,
+                peft_config=peft_config,
+            )
+        finally:
+            trl_grpo_trainer.VLLMGeneration = vllm_generation_class
         # Set after TRL's init: in `_generate_and_score_completions`, a truthy `self.tools` makes TRL build the
         # vision inputs of the forward pass from all the images of each sequence and their positions in the token
         # ids, which is what trajectories with images returned mid-sequence need.
@@ -103,28 +120,22 @@ class AgenticGRPOTrainer(GRPOTrainer):
                 self.add_callback(compact)
 
         stop_strings = protocol.stop_strings(tools)
-        if self.use_vllm:
-            # TRL passes these to vLLM's SamplingParams (colocate) or to the vLLM server with each request.
-            self.vllm_generation.generation_kwargs.update(
-                {"stop": stop_strings, "include_stop_str_in_output": True}
-            )
         model_config = self.model.config
         # TRL's list (the tokenizer's eos and the checkpoint's generation config ids) and the family's eos tokens:
         # each one ends a turn, in generation and in TRL's own truncation checks.
         self.eos_token_ids = end_of_turn_token_ids(self._tokenizer, model_config, self.model.generation_config)
-        self._turn_generator = TransformersTurnGenerator(
-            self.processing_class,
-            model_config,
-            stop_strings,
-            SamplingSettings(
-                temperature=self.temperature,
-                top_p=self.top_p,
-                top_k=self.top_k,
-                min_p=self.min_p,
-                repetition_penalty=self.repetition_penalty,
-            ),
-            eos_token_ids=self.eos_token_ids,
+        sampling = SamplingSettings(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            repetition_penalty=self.repetition_penalty,
         )
+        self._turn_generator = TransformersTurnGenerator(
+            self.processing_class, model_config, stop_strings, sampling, eos_token_ids=self.eos_token_ids
+        )
+        if self.use_vllm:
+            self._vllm_turn_generator = self._build_vllm_turn_generator(family_of(model_config), sampling, stop_strings)
         if self.use_vllm and self.vllm_mode == "colocate":
             max_context_length = self.vllm_generation.llm.llm_engine.model_config.max_model_len
         else:
@@ -149,6 +160,16 @@ class AgenticGRPOTrainer(GRPOTrainer):
         self.trajectory_log_path = os.path.join(args.output_dir, "trajectories.jsonl")  # train() names it per run
 
     # -------------------------------------------------------------------------------------------------- generation
+    def _build_vllm_turn_generator(self, family, sampling: SamplingSettings, stop_strings: list[str]):
+        from .rollout.vllm import ColocateTurnGenerator, ServerTurnGenerator
+
+        if self.vllm_mode == "colocate":
+            return ColocateTurnGenerator(lambda: self.vllm_generation.llm, self.processing_class, family, sampling,
+                                         stop_strings)
+        args = self.args
+        base_url = args.vllm_server_base_url or f"http://{args.vllm_server_host}:{args.vllm_server_port}"
+        return ServerTurnGenerator(base_url, self.processing_class, family, sampling, stop_strings)
+
     def _sync_batch_size(self, num_active: int) -> int:
         """The largest number of active trajectories over all ranks (every rank generates that many rows)."""
         if self.accelerator.num_processes == 1:
@@ -158,13 +179,7 @@ class AgenticGRPOTrainer(GRPOTrainer):
 
     def _generate_turn(self, requests: list[TurnRequest], max_new_tokens: int):
         if self.use_vllm:
-            images = [request.images or None for request in requests]
-            return self._generate_single_turn(
-                [request.input_ids for request in requests],
-                images if any(images) else None,
-                {},
-                num_generations=1,
-            )
+            return self._vllm_turn_generator(requests, max_new_tokens)
         with (
             unwrap_model_for_generation(
                 self.model_wrapped,
@@ -183,7 +198,13 @@ class AgenticGRPOTrainer(GRPOTrainer):
 
     def _generate(self, prompts: list):
         mode = "train" if self.model.training else "eval"
-        trajectories = self.rollout_engine.run(prompts, self._rollout_rows)
+        if self.use_vllm:
+            # The weights that sample every turn of this rollout are this step's, pushed once for all its turns.
+            with self.vllm_generation.rollout(weights_changed=self.state.global_step != self._last_loaded_step):
+                self._last_loaded_step = self.state.global_step
+                trajectories = self.rollout_engine.run(prompts, self._rollout_rows)
+        else:
+            trajectories = self.rollout_engine.run(prompts, self._rollout_rows)
         self._rollout_trajectories = trajectories
         self._log_rollout_metrics(trajectories, mode)
 

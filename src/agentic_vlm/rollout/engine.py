@@ -75,9 +75,9 @@ class Trajectory:
     def done(self) -> bool:
         return self.stop_reason is not None
 
-    def request(self) -> TurnRequest:
+    def request(self, max_new_tokens: int | None = None) -> TurnRequest:
         return TurnRequest(self.prompt_ids + self.completion_ids, self.images, self.pixel_values, self.image_grid_thw,
-                           turn=len(self.turns), row=self.row)
+                           turn=len(self.turns), row=self.row, trajectory_id=self.id, max_new_tokens=max_new_tokens)
 
     def add_tokens(self, ids: list[int], from_model: bool, logprobs: list[float] | None = None) -> None:
         self.completion_ids += ids
@@ -223,8 +223,10 @@ class RolloutEngine:
             batch_size = self.sync_batch_size(len(active))
             if batch_size == 0:
                 break
-            requests = [t.request() for t in active] + [filler] * (batch_size - len(active))
-            budget = max((self.max_completion_length - len(t.completion_ids) for t in active), default=1)
+            rooms = [self.max_completion_length - len(t.completion_ids) for t in active]
+            requests = [t.request(room) for t, room in zip(active, rooms, strict=True)]
+            requests += [filler] * (batch_size - len(active))
+            budget = max(rooms, default=1)
             new_ids, new_logprobs = self.generate(requests, budget)
 
             calls = []

@@ -64,7 +64,9 @@ class SamplingSettings:
 class TurnRequest:
     """The context of one trajectory for one turn: token ids and, for vision models, the image inputs.
 
-    ``turn`` (from 0) and ``row`` (the dataset row) let scripted generators pick the turn they replay.
+    ``turn`` (from 0) and ``row`` (the dataset row) let scripted generators pick the turn they replay;
+    ``trajectory_id`` names the trajectory in errors; ``max_new_tokens`` is what is left of its token budget (a
+    generator that sets a length per request, like vLLM, uses it; batched ``generate`` uses the batch's largest).
     """
 
     input_ids: list[int]
@@ -73,6 +75,8 @@ class TurnRequest:
     image_grid_thw: torch.Tensor | None
     turn: int = 0
     row: dict | None = None
+    trajectory_id: str = ""
+    max_new_tokens: int | None = None
 
 
 class _SampledLogprobRecorder(LogitsProcessor):
