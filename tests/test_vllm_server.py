@@ -81,7 +81,8 @@ def trainer_and_generator(model_dir, server, tmp_path_factory):
     trainer = AgenticGRPOTrainer(model=model_dir, reward_funcs=[no_reward], args=args, train_dataset=dataset,
                                  tools=tools, protocol=protocol)
     generator = rollout_vllm.ServerTurnGenerator(server, trainer.processing_class, family_of(trainer.model.config),
-                                                 SamplingSettings(temperature=1.0), protocol.stop_strings(tools))
+                                                 SamplingSettings(temperature=1.0), protocol.stop_strings(tools),
+                                                 trainer.eos_token_ids)
     trainer.rollout_engine.generate = generator
     trainer.model.train()
     yield trainer, generator

@@ -165,10 +165,10 @@ class AgenticGRPOTrainer(GRPOTrainer):
 
         if self.vllm_mode == "colocate":
             return ColocateTurnGenerator(lambda: self.vllm_generation.llm, self.processing_class, family, sampling,
-                                         stop_strings)
+                                         stop_strings, self.eos_token_ids)
         args = self.args
         base_url = args.vllm_server_base_url or f"http://{args.vllm_server_host}:{args.vllm_server_port}"
-        return ServerTurnGenerator(base_url, self.processing_class, family, sampling, stop_strings)
+        return ServerTurnGenerator(base_url, self.processing_class, family, sampling, stop_strings, self.eos_token_ids)
 
     def _sync_batch_size(self, num_active: int) -> int:
         """The largest number of active trajectories over all ranks (every rank generates that many rows)."""

@@ -105,8 +105,10 @@ def image_processor_settings(processing_class) -> dict:
 class _VLLMTurnGenerator:
     """What the colocated and the server generators share: the prompt and the sampling parameters of a request."""
 
-    def __init__(self, processing_class, family: ModelFamily, settings: SamplingSettings, stop_strings: list[str]):
+    def __init__(self, processing_class, family: ModelFamily, settings: SamplingSettings, stop_strings: list[str],
+                 eos_token_ids: list[int]):
         self.tokenizer = getattr(processing_class, "tokenizer", processing_class)
+        self.eos_token_ids = eos_token_ids
         self.family = family
         self.tokens = PlaceholderTokens.of(family, self.tokenizer)
         self.settings = settings
@@ -126,6 +128,7 @@ class _VLLMTurnGenerator:
             "logprobs": 0,
             "stop": self.stop_strings,
             "include_stop_str_in_output": True,
+            "stop_token_ids": self.eos_token_ids,  # every token that ends a turn (kept in the output, like eos)
             "bad_words": self.banned_tokens,
             # special tokens stay in the ids; the text is decoded by the engine
             "skip_special_tokens": False,
@@ -147,8 +150,8 @@ class ColocateTurnGenerator(_VLLMTurnGenerator):
     """
 
     def __init__(self, llm_getter: Callable, processing_class, family: ModelFamily, settings: SamplingSettings,
-                 stop_strings: list[str]):
-        super().__init__(processing_class, family, settings, stop_strings)
+                 stop_strings: list[str], eos_token_ids: list[int]):
+        super().__init__(processing_class, family, settings, stop_strings, eos_token_ids)
         self.llm_getter = llm_getter  # the trainer's engine may be rebuilt; ask for it on each call
 
     def __call__(self, requests: list[TurnRequest], max_new_tokens: int):
@@ -184,10 +187,11 @@ class ServerTurnGenerator(_VLLMTurnGenerator):
     """
 
     def __init__(self, base_url: str, processing_class, family: ModelFamily, settings: SamplingSettings,
-                 stop_strings: list[str], timeout: float = 600.0, max_concurrent_requests: int = 64):
+                 stop_strings: list[str], eos_token_ids: list[int], timeout: float = 600.0,
+                 max_concurrent_requests: int = 64):
         import httpx
 
-        super().__init__(processing_class, family, settings, stop_strings)
+        super().__init__(processing_class, family, settings, stop_strings, eos_token_ids)
         self.base_url = base_url.rstrip("/")
         self.client = httpx.Client(timeout=timeout)
         self.max_concurrent_requests = max_concurrent_requests
