@@ -18,7 +18,7 @@ from agentic_vlm.config import AgenticGRPOConfig
 from agentic_vlm.families import family_of
 from agentic_vlm.rollout import SamplingSettings
 from agentic_vlm.rollout import vllm as rollout_vllm
-from agentic_vlm.tiny import TINY_MAX_PIXELS, TINY_MIN_PIXELS, make_tiny_model
+from agentic_vlm.tiny import make_tiny_model
 from agentic_vlm.tools import ZoomTool
 from agentic_vlm.trainer import AgenticGRPOTrainer
 
@@ -33,11 +33,14 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(model_dir, tmp_path_factory):
+    from transformers import AutoProcessor
+
     port = free_port()
     log_path = tmp_path_factory.mktemp("server") / "vllm.log"
+    image_settings = rollout_vllm.image_processor_settings(AutoProcessor.from_pretrained(model_dir))
     env = {**os.environ, "MODEL": model_dir, "HOST": "127.0.0.1", "PORT": str(port), "DTYPE": "float32",
-           "MIN_PIXELS": str(TINY_MIN_PIXELS), "MAX_PIXELS": str(TINY_MAX_PIXELS), "WEIGHT_TRANSFER": "",
-           "PYTHON": sys.executable}
+           "MIN_PIXELS": str(image_settings["min_pixels"]), "MAX_PIXELS": str(image_settings["max_pixels"]),
+           "WEIGHT_TRANSFER": "", "PYTHON": sys.executable}
     with open(log_path, "w") as log:
         # Eager mode: compiling the model would double the server's start-up on 2 CPU cores.
         process = subprocess.Popen([str(REPO / "local_scripts" / "vllm_server.sh"), "--max-model-len", "1024",
