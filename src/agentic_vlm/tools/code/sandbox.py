@@ -149,16 +149,17 @@ class Isolation:
         ]
 
     def describe(self) -> str:
-        limit = "per session" if self.session_uids else "shared by all sessions (one uid)"
+        processes = "per session" if self.session_uids else "shared by all sessions (one uid)"
+        limits = f"process limit {processes}; memory limit per process (RLIMIT_AS)"
         if self.level == "full":
             reached = (
                 "own network, mount and PID namespaces; private read-only root; seccomp filter (libseccomp: no"
                 " namespaces, mounts, ptrace, BPF, perf, keyrings, userfaultfd, io_uring; Unix sockets only);"
                 " kept sessions stopped between calls"
             )
-            return f"isolation full: {reached}; code runs as {self.user}; process limit {limit}"
+            return f"isolation full: {reached}; code runs as {self.user}; {limits}"
         missing = "; ".join(self.missing())
-        return f"isolation {self.level}: the code can reach {missing}; code runs as {self.user}; process limit {limit}"
+        return f"isolation {self.level}: the code can reach {missing}; code runs as {self.user}; {limits}"
 
 
 @dataclass
