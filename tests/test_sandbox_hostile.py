@@ -713,6 +713,8 @@ def test_a_kept_session_uses_no_cpu_between_its_calls(lone):
 
 
 def test_a_fork_bomb_leaves_other_sessions_their_processes(sandbox):
+    if not sandbox.isolation.session_uids:
+        pytest.skip("in a user namespace (trainer not root) all sessions share one uid and its process limit")
     bomb = (
         "import os, time\n"
         "children = 0\n"
