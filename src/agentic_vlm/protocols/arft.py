@@ -12,38 +12,10 @@ from __future__ import annotations
 import re
 
 from ..tools.base import Observation, Tool
-from .base import Action, Protocol
+from .base import Action, Protocol, closed_blocks
 
 ANSWER_TAG = "answer"
 _TAG = re.compile(r"<([a-z_][a-z0-9_]*)>", re.IGNORECASE)
-
-
-def _opening_tag(names: list[str]) -> re.Pattern:
-    alternatives = "|".join(re.escape(name) for name in names)
-    return re.compile(rf"<({alternatives})>")
-
-
-def closed_actions(text: str, names: list[str]) -> list[tuple[str, str]]:
-    """``(name, argument)`` of each ``<name>argument</name>`` in ``text``, left to right, none inside another.
-
-    What ``re.findall(r"<(names)>(.*?)</\1>")`` finds, in linear time: the regex looks for a closing tag from every
-    opening tag, which is quadratic in the number of unclosed tags. Here the next closing tag of each name is looked
-    up once and kept while it lies ahead, so each stretch of text is searched once per name.
-    """
-    opening = _opening_tag(names)
-    next_closing: dict[str, int] = {}  # name -> where its next closing tag starts, -1 if there is none
-    actions, position = [], 0
-    while (tag := opening.search(text, position)) is not None:
-        name = tag.group(1)
-        closing = next_closing.get(name)
-        if closing is None or -1 < closing < tag.end():
-            closing = next_closing[name] = text.find(f"</{name}>", tag.end())
-        if closing == -1:
-            position = tag.end()
-            continue
-        actions.append((name, text[tag.end() : closing]))
-        position = closing + len(name) + 3
-    return actions
 
 
 class ArftProtocol(Protocol):
@@ -68,7 +40,7 @@ class ArftProtocol(Protocol):
 
     def parse_action(self, text: str, tools: list[Tool]) -> Action:
         names = [tool.name for tool in tools] + [ANSWER_TAG]
-        actions = closed_actions(text, names)
+        actions = closed_blocks(text, names)
         if actions:
             name, argument = actions[0][0], actions[0][1].strip()
             if name == ANSWER_TAG:
@@ -94,7 +66,7 @@ class ArftProtocol(Protocol):
         return {"role": "user", "content": content}
 
     def extract_answer(self, text: str) -> str | None:
-        answers = closed_actions(text, [ANSWER_TAG])
+        answers = closed_blocks(text, [ANSWER_TAG])
         return answers[-1][1].strip() if answers else None
 
     def turn_is_well_formed(self, text: str, tools: list[Tool], is_last: bool) -> bool:
@@ -108,4 +80,4 @@ class ArftProtocol(Protocol):
             return False
         # exactly one action: no other action tag anywhere in the turn
         all_names = [tool.name for tool in tools] + [ANSWER_TAG]
-        return len(closed_actions(text, all_names)) == 1
+        return len(closed_blocks(text, all_names)) == 1

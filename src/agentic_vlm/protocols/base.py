@@ -10,6 +10,7 @@ messages comes from :meth:`Protocol.chat_template_kwargs` (the tool list, for pr
 from __future__ import annotations
 
 import abc
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -88,3 +89,31 @@ class Protocol(abc.ABC):
     @abc.abstractmethod
     def turn_is_well_formed(self, text: str, tools: list[Tool], is_last: bool) -> bool:
         """Whether one assistant turn follows the protocol exactly (used by the format reward)."""
+
+
+def _opening_tag(names: list[str]) -> re.Pattern:
+    alternatives = "|".join(re.escape(name) for name in names)
+    return re.compile(rf"<({alternatives})>")
+
+
+def closed_blocks(text: str, names: list[str]) -> list[tuple[str, str]]:
+    """``(name, argument)`` of each ``<name>argument</name>`` in ``text``, left to right, none inside another.
+
+    What ``re.findall(r"<(names)>(.*?)</\1>")`` finds, in linear time: the regex looks for a closing tag from every
+    opening tag, which is quadratic in the number of unclosed tags. Here the next closing tag of each name is looked
+    up once and kept while it lies ahead, so each stretch of text is searched once per name.
+    """
+    opening = _opening_tag(names)
+    next_closing: dict[str, int] = {}  # name -> where its next closing tag starts, -1 if there is none
+    actions, position = [], 0
+    while (tag := opening.search(text, position)) is not None:
+        name = tag.group(1)
+        closing = next_closing.get(name)
+        if closing is None or -1 < closing < tag.end():
+            closing = next_closing[name] = text.find(f"</{name}>", tag.end())
+        if closing == -1:
+            position = tag.end()
+            continue
+        actions.append((name, text[tag.end() : closing]))
+        position = closing + len(name) + 3
+    return actions

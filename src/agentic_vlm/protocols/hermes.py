@@ -35,12 +35,12 @@ from typing import Any
 
 from ..families import ModelFamily, chat_template, get_family
 from ..tools.base import Observation, Tool
-from .base import Action, Protocol
+from .base import Action, Protocol, closed_blocks
 
-_TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-_FUNCTION = re.compile(r"<function=([^\n>]+)>")
-_PARAMETER = re.compile(r"<parameter=([^>\n]+)>\n(.*?)\n</parameter>", re.DOTALL)
+# Names stop at "<" too, so that a run of unclosed "<function=" is scanned once, not once per occurrence.
+_FUNCTION = re.compile(r"<function=([^<>\n]+)>")
+_PARAMETER_OPENING = re.compile(r"<parameter=([^<>\n]+)>\n")
+_PARAMETER_CLOSING = "\n</parameter>"
 _JSON_TYPES = {"string": str, "number": (int, float), "integer": int, "boolean": bool, "array": list, "object": dict}
 
 
@@ -74,7 +74,7 @@ class HermesProtocol(Protocol):
     # ------------------------------------------------------------------------------------------------------ actions
     def parse_action(self, text: str, tools: list[Tool]) -> Action:
         visible = _visible(text)
-        blocks = _TOOL_CALL.findall(visible)
+        blocks = _blocks(visible, "tool_call")
         if not blocks:
             if "<tool_call>" in visible:
                 return Action.invalid("Invalid tool call: <tool_call> was not closed with </tool_call>.")
@@ -91,7 +91,7 @@ class HermesProtocol(Protocol):
                 return Action.invalid(f"Invalid tool call {_excerpt(block)}: write <function=NAME> and one "
                                       "<parameter=KEY> block per argument inside <tool_call>.")
             return _bind(function.group(1).strip(), {key.strip(): _parameter_value(value)
-                                                     for key, value in _PARAMETER.findall(block)}, tools)
+                                                     for key, value in _parameters(block)}, tools)
         try:
             call = json.loads(block)
         except json.JSONDecodeError as error:
@@ -118,9 +118,9 @@ class HermesProtocol(Protocol):
     # ------------------------------------------------------------------------------------------------------ answers
     def extract_answer(self, text: str) -> str | None:
         visible = _visible(text)
-        if _TOOL_CALL.search(visible) or "<tool_call>" in visible:
+        if "<tool_call>" in visible:
             return None
-        answers = _ANSWER.findall(visible)
+        answers = _blocks(visible, "answer")
         answer = answers[-1] if answers else visible
         return answer.strip() or None
 
@@ -128,10 +128,26 @@ class HermesProtocol(Protocol):
         action = self.parse_action(text, tools)
         visible = _visible(text)
         if is_last:
-            return action.kind == "answer" and len(_ANSWER.findall(visible)) == 1
+            return action.kind == "answer" and len(_blocks(visible, "answer")) == 1
         # Calls only, every one of them usable, and nothing after the last (the format asks for no suffix).
         return (action.kind == "tool" and all(call.kind == "tool" for call in action.tool_calls)
                 and visible.rstrip().endswith("</tool_call>"))
+
+
+def _blocks(text: str, tag: str) -> list[str]:
+    return [body for _, body in closed_blocks(text, [tag])]
+
+
+def _parameters(block: str) -> list[tuple[str, str]]:
+    """``(key, value)`` of each ``<parameter=KEY>\\nVALUE\\n</parameter>`` in ``block``, in linear time."""
+    found, position = [], 0
+    while (opening := _PARAMETER_OPENING.search(block, position)) is not None:
+        closing = block.find(_PARAMETER_CLOSING, opening.end())
+        if closing < 0:  # nor after any later opening
+            break
+        found.append((opening.group(1), block[opening.end() : closing]))
+        position = closing + len(_PARAMETER_CLOSING)
+    return found
 
 
 def _excerpt(text: str, limit: int = 80) -> str:
