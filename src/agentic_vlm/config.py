@@ -42,6 +42,20 @@ class AgenticGRPOConfig(GRPOConfig):
             Seconds one tool call may take; a slower call becomes a timeout observation.
         max_images_per_observation (`int`, *optional*, defaults to `4`):
             Images kept from one tool result; further images are dropped with a note to the model.
+        max_observation_tokens (`int`, *optional*, defaults to `2048`):
+            Tokens of one tool result's text shown to the model; the rest is cut with a note to the model.
+
+        > Loss masking
+
+        mask_truncated_completions (`bool`, *optional*, defaults to `False`):
+            TRL's field, with this meaning here: trajectories cut off by the token budget (`max_completion_length`
+            or the model's context) are left out of the loss. Trajectories that ran out of turns are not (see
+            `mask_over_turn_completions`). Only the loss mask is zeroed; the attention mask stays whole, so every
+            image of a masked trajectory stays aligned with its tokens.
+        mask_over_turn_completions (`bool`, *optional*, defaults to `False`):
+            Leave trajectories that used all `max_turns` without answering out of the loss (Mini-o3's over-turn
+            masking: long explorations are not punished for hitting the turn limit). Their rewards still count in
+            their group's advantages.
 
         > vLLM
 
@@ -83,6 +97,13 @@ class AgenticGRPOConfig(GRPOConfig):
         metadata={"help": "Data type of vLLM's weights and activations (float32 for exact log-probs, bfloat16 on GPU).",
                   "choices": ["bfloat16", "float16", "float32"]},
     )
+    max_observation_tokens: int = field(
+        default=2048, metadata={"help": "Tokens of one tool result's text shown to the model; the rest is cut."}
+    )
+    mask_over_turn_completions: bool = field(
+        default=False,
+        metadata={"help": "Leave trajectories that hit max_turns without answering out of the loss (Mini-o3)."},
+    )
     reward_funcs: list[str] = field(
         default_factory=lambda: ["accuracy", "format"], metadata={"help": "Reward functions to build by name."}
     )
@@ -111,7 +132,7 @@ class AgenticGRPOConfig(GRPOConfig):
 
     def _check_ranges(self) -> None:
         """Numbers that would fail (or silently do nothing) only once training runs."""
-        at_least = {"max_turns": 1, "max_images_per_observation": 0,
+        at_least = {"max_turns": 1, "max_images_per_observation": 0, "max_observation_tokens": 1,
                     "log_trajectories_steps": 0, "num_trajectories_to_log": 0, "per_device_train_batch_size": 1,
                     "gradient_accumulation_steps": 1}
         for name, lowest in at_least.items():

@@ -1,11 +1,14 @@
 """``AgenticGRPOTrainer``: TRL's GRPO trainer whose generation is a live multi-turn rollout with tools.
 
 Only generation changes. TRL keeps the loss, the advantages, the reference model and KL, vLLM, PEFT, gradient
-accumulation, logging and checkpoints. Three methods are overridden:
+accumulation, logging and checkpoints. Four methods are overridden:
 
-- ``_generate``: runs the rollout engine and hands TRL the token ids, the mask that keeps observation tokens out of
-  the loss (TRL's ``tool_mask``), the sampling log-probabilities and every image of every trajectory;
+- ``_generate``: runs the rollout engine and hands TRL the token ids, the mask that keeps observation tokens (and
+  the trajectories that ``mask_truncated_completions``/``mask_over_turn_completions`` leave out) out of the loss
+  (TRL's ``tool_mask``), the sampling log-probabilities and every image of every trajectory;
 - ``_generate_and_score_completions``: only keeps the batch's dataset rows for the tools (``ToolContext.row``);
+- ``_get_per_token_logps_and_entropies``: checks, before every forward pass, that each image's tokens match its
+  features (an error naming the trajectory and the image, instead of a shape error or a silent drop);
 - ``_calculate_rewards``: only writes some trajectories with their rewards to a readable log, one per run
   (``<output_dir>/trajectories-<time>.jsonl``, readable with ``agentic-vlm view``).
 """
@@ -28,6 +31,7 @@ from trl.models.utils import unwrap_model_for_generation
 from .config import AgenticGRPOConfig
 from .console import CompactPrinterCallback, CompactProgressCallback
 from .families import end_of_turn_token_ids, family_of
+from .frames import ImageView, image_token_mismatch
 from .protocols import Protocol, get_protocol
 from .rewards import build_reward_funcs
 from .rollout import RolloutEngine, SamplingSettings, Trajectory, TransformersTurnGenerator, TurnRequest
@@ -118,6 +122,10 @@ class AgenticGRPOTrainer(GRPOTrainer):
         for default, compact in ((ProgressCallback, CompactProgressCallback), (PrinterCallback, CompactPrinterCallback)):
             if self.pop_callback(default) is not None:
                 self.add_callback(compact)
+        # TRL's version zeroes the attention mask of every sequence that does not end in eos, which misaligns the
+        # images of a trajectory from their tokens; ours zeroes its loss mask only (see `_generate`).
+        self.mask_cut_off_trajectories = self.mask_truncated_completions
+        self.mask_truncated_completions = False
 
         stop_strings = protocol.stop_strings(tools)
         model_config = self.model.config
@@ -136,6 +144,10 @@ class AgenticGRPOTrainer(GRPOTrainer):
         )
         if self.use_vllm:
             self._vllm_turn_generator = self._build_vllm_turn_generator(family_of(model_config), sampling, stop_strings)
+        image_view = ImageView.for_model(self.processing_class, model_config)
+        for reward_func in self.reward_funcs:  # rewards that read boxes (iou) convert them from the model's frame
+            if getattr(reward_func, "image_view", False) is None:
+                reward_func.image_view = image_view
         if self.use_vllm and self.vllm_mode == "colocate":
             max_context_length = self.vllm_generation.llm.llm_engine.model_config.max_model_len
         else:
@@ -150,10 +162,13 @@ class AgenticGRPOTrainer(GRPOTrainer):
             max_context_length=max_context_length,
             tool_timeout=args.tool_timeout,
             max_images_per_observation=args.max_images_per_observation,
+            max_observation_tokens=args.max_observation_tokens,
             system_prompt=args.system_prompt,
             sync_batch_size=self._sync_batch_size,
             eos_token_ids=self.eos_token_ids,
             chat_template_kwargs=self.chat_template_kwargs,
+            image_view=image_view,
+            keep_pixel_values=not self.use_vllm,  # vLLM takes the images themselves
         )
         self._rollout_rows: list[dict] = []
         self._rollout_trajectories: list[Trajectory] = []
@@ -210,7 +225,7 @@ class AgenticGRPOTrainer(GRPOTrainer):
 
         prompt_ids = [t.prompt_ids for t in trajectories]
         completion_ids = [t.completion_ids for t in trajectories]
-        tool_mask = [t.tool_mask for t in trajectories]
+        tool_mask = [[0] * len(t.tool_mask) if self._left_out_of_loss(t) else t.tool_mask for t in trajectories]
         completions = [t.completion_messages() for t in trajectories]
         images = [list(t.images) for t in trajectories]
         # Every image of each trajectory, in order. Returned also in TRL's "tool images" slot, which makes TRL's
@@ -218,6 +233,38 @@ class AgenticGRPOTrainer(GRPOTrainer):
         sequence_images = [imgs or None for imgs in images] if any(images) else None
         logprobs = self._sampling_logprobs(trajectories)
         return prompt_ids, completion_ids, tool_mask, completions, logprobs, {}, sequence_images, images
+
+    def _left_out_of_loss(self, trajectory: Trajectory) -> bool:
+        return (self.mask_cut_off_trajectories and trajectory.stop_reason == "length") or (
+            self.args.mask_over_turn_completions and trajectory.stop_reason == "max_turns"
+        )
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, *args, **kwargs):
+        if kwargs.get("image_grid_thw") is not None:
+            self._check_image_tokens(input_ids, attention_mask, kwargs["image_grid_thw"], kwargs.get("num_images"))
+        return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, *args, **kwargs)
+
+    def _check_image_tokens(self, input_ids, attention_mask, image_grid_thw, num_images) -> None:
+        """Each row's image tokens (where attended) match the features of its images, in order."""
+        counts = num_images if num_images is not None else [len(image_grid_thw)]
+        grids = torch.split(image_grid_thw, list(counts))
+        image_token_id = self.model.config.image_token_id
+        merge_length = self.processing_class.image_processor.merge_size ** 2
+        for row, grid in enumerate(grids):
+            ids = input_ids[row][attention_mask[row].bool()]
+            mismatch = image_token_mismatch(ids.cpu(), grid.cpu() if len(grid) else None, image_token_id, merge_length)
+            if mismatch is None:
+                continue
+            index, tokens, features = mismatch
+            # The row's trajectory, by its tokens (rows may be shuffled, and a mask may hide some of them).
+            row_ids = input_ids[row, int(attention_mask[row].nonzero()[0]):].tolist()
+            trajectory = next((t for t in self._rollout_trajectories
+                               if row_ids[: len(t.prompt_ids) + len(t.completion_ids)] == t.prompt_ids + t.completion_ids),
+                              None)
+            where = (f"trajectory {trajectory.id}, {trajectory.image_source(index)}" if trajectory is not None
+                     else f"image {index + 1}")
+            raise ValueError(f"training forward pass, row {row} of the batch ({where}): {tokens} image tokens in "
+                             f"the ids but {features} image features")
 
     @staticmethod
     def _sampling_logprobs(trajectories: list[Trajectory]) -> list[list[float]] | None:

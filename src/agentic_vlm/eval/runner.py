@@ -24,6 +24,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..families import end_of_turn_token_ids
+from ..frames import ImageView
 from ..protocols.base import Protocol
 from ..rewards.judge import question_text
 from ..rewards.trajectory import final_answer
@@ -89,6 +90,7 @@ def rollout_dataset(
         processing_class, protocol, tools, generate,
         max_turns=max_turns, max_completion_length=max_completion_length, tool_timeout=tool_timeout,
         system_prompt=system_prompt, eos_token_ids=eos_token_ids,
+        image_view=image_view_of(model, processing_class),
     )
     try:
         with tqdm(total=len(dataset), desc="rollouts", disable=not progress) as bar:
@@ -98,6 +100,14 @@ def rollout_dataset(
                 bar.update(len(rows))
     finally:
         engine.close()
+
+
+def image_view_of(model, processing_class) -> ImageView | None:
+    """How ``model`` sees images and writes boxes; without a model (scripted rollouts), the processor's resize with
+    boxes in pixels of the resized image."""
+    if model is None:
+        return ImageView.of(processing_class) if hasattr(processing_class, "image_processor") else None
+    return ImageView.for_model(processing_class, model.config)
 
 
 def reward_table(reward_funcs: Sequence, rows: list[dict], trajectories: list[Trajectory]) -> list[dict]:
@@ -297,6 +307,10 @@ def evaluate(
     if done:
         logger.info("%s: %d items already evaluated, %d to go", output, len(done), len(pending))
     pending_ids = iter([ids[index] for index in pending])
+    image_view = image_view_of(model, processing_class)
+    for reward_func in reward_funcs:  # rewards that read boxes (iou) convert them from the model's frame
+        if getattr(reward_func, "image_view", False) is None:
+            reward_func.image_view = image_view
     with open(output, "a") as file:
         for rows, trajectories in rollout_dataset(model, processing_class, protocol, tools, dataset.select(pending),
                                                   **rollout_options):

@@ -7,10 +7,16 @@ import re
 from collections.abc import Sequence
 from typing import Literal
 
+from ..frames import ImageView, box_to_original
 from .matching import matched_score
 
 Box = tuple[float, float, float, float]
-Coordinates = Literal["pixel", "norm1000", "norm1"]
+# "pixel": of the original image; "resized_pixels": of the image as the processor resized it (Qwen2.5-VL);
+# "norm1000" and "norm1": 0-1000 (Qwen2-VL, Qwen3-VL) or 0-1 of the image's sides.
+Coordinates = Literal["pixel", "resized_pixels", "norm1000", "norm1"]
+COORDINATES = ("pixel", "resized_pixels", "norm1000", "norm1")
+# The coordinates of each model family's box frame (see agentic_vlm.families).
+COORDINATES_OF_FRAME = {"original_pixels": "pixel", "resized_pixels": "resized_pixels", "relative_1000": "norm1000"}
 
 _NUMBER = r"-?\d+(?:\.\d+)?"
 _SEPARATOR = r"(?:\s*,\s*|\s+)"
@@ -26,12 +32,16 @@ def parse_boxes(text: str) -> list[Box]:
     return [tuple(float(value) for value in match.groups()) for match in _BOX.finditer(text)]
 
 
-def to_pixels(box: Box, coordinates: Coordinates, image_size: tuple[int, int] | None) -> Box:
-    """``box`` in pixels of an image of ``image_size`` = (width, height), from the given coordinate convention."""
+def to_pixels(box: Box, coordinates: Coordinates, image_size: tuple[int, int] | None,
+              view: ImageView | None = None) -> Box:
+    """``box`` in pixels of an image of ``image_size`` = (width, height), from the given coordinate convention;
+    ``"resized_pixels"`` needs ``view``, the processor's resize."""
     if coordinates == "pixel":
         return box
     if image_size is None:
         raise ValueError(f"{coordinates} boxes need the image size to be compared with pixel boxes")
+    if coordinates == "resized_pixels":
+        return box_to_original(box, image_size, "resized_pixels", view)
     scale = _NORMALISED_SCALE[coordinates]
     width, height = image_size
     x1, y1, x2, y2 = box

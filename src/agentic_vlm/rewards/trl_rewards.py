@@ -31,7 +31,7 @@ from .answers import (
     score_answer,
     token_f1,
 )
-from .boxes import Coordinates, matched_iou, parse_boxes, to_pixels, truth_boxes
+from .boxes import COORDINATES, COORDINATES_OF_FRAME, Coordinates, matched_iou, parse_boxes, to_pixels, truth_boxes
 from .format import per_turn_format_score, strict_format_score
 from .judge import (
     DEFAULT_PROMPT_TEMPLATE,
@@ -150,16 +150,18 @@ def _image_sizes(columns: dict, count: int) -> list[tuple[int, int] | None]:
 
 
 def make_iou_reward(
-    protocol: Protocol, tools: list[Tool], coordinates: Coordinates = "pixel", iou_threshold: float = 0.0
+    protocol: Protocol, tools: list[Tool], coordinates: Coordinates | None = None, iou_threshold: float = 0.0
 ) -> RewardFunc:
-    """Matched IoU of the boxes in the final answer with the ground-truth boxes (in pixels).
+    """Matched IoU of the boxes in the final answer with the ground-truth boxes (in pixels of the original image).
 
-    ``coordinates`` is how the model writes boxes: ``"pixel"``, or normalised ``"norm1000"`` (Qwen2-VL, Qwen3-VL)
-    or ``"norm1"``, converted with the row's image size. Qwen2.5-VL writes pixels of the image it was shown, after
-    its processor's resize: give the ground truth in that frame. Matched pairs below ``iou_threshold`` count 0.
+    ``coordinates`` is how the model writes boxes: by default its family's frame, which the trainer and the evaluator
+    set as ``iou.image_view`` (Qwen2.5-VL: ``"resized_pixels"``, pixels of the image as its processor resized it;
+    Qwen2-VL and Qwen3-VL: ``"norm1000"``), or ``"pixel"`` when the reward is called on its own. Give it to override:
+    ``"pixel"``, ``"resized_pixels"``, ``"norm1000"`` or ``"norm1"``; all but pixels are converted with the row's
+    image size. Matched pairs below ``iou_threshold`` count 0.
     """
-    if coordinates not in ("pixel", "norm1000", "norm1"):
-        raise ValueError(f"unknown box coordinates {coordinates!r}; use 'pixel', 'norm1000' or 'norm1'")
+    if coordinates is not None and coordinates not in COORDINATES:
+        raise ValueError(f"unknown box coordinates {coordinates!r}; use one of {', '.join(COORDINATES)}")
     if not 0.0 <= iou_threshold <= 1.0:
         raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
 
@@ -167,6 +169,8 @@ def make_iou_reward(
         column = "boxes" if "boxes" in kwargs else "box"
         if column not in kwargs:
             raise ValueError("the iou reward needs a `boxes` (or `box`) dataset column")
+        view = iou.image_view
+        frame = coordinates or (COORDINATES_OF_FRAME[view.box_frame] if view is not None else "pixel")
         rewards = []
         for completion, cell, size in zip(
             completions, kwargs[column], _image_sizes(kwargs, len(completions)), strict=True
@@ -178,10 +182,11 @@ def make_iou_reward(
             elif prediction is None:
                 rewards.append(0.0)
             else:
-                predicted = [to_pixels(box, coordinates, size) for box in parse_boxes(prediction)]
+                predicted = [to_pixels(box, frame, size, view) for box in parse_boxes(prediction)]
                 rewards.append(matched_iou(predicted, truths, iou_threshold))
         return rewards
 
+    iou.image_view = None  # how the model sees images and writes boxes: set by the trainer and the evaluator
     return iou
 
 

@@ -5,13 +5,16 @@ Every turn, the engine
 1. generates the next assistant turn of all still-active trajectories in one batched call (the generation function
    is given: TRL's vLLM path in training, transformers' ``generate`` elsewhere), stopping right after an action,
 2. asks the protocol which action each turn wrote,
-3. runs the tool calls of all trajectories concurrently on one event loop (a failure, a timeout or a malformed
-   action becomes an observation that says what went wrong),
-4. appends each observation, text and images, as tokens that the loss never sees (``tool_mask == 0``),
+3. runs the tool calls of all trajectories concurrently on one event loop (a failure, a timeout, a malformed
+   action or a result that cannot be shown becomes an observation that says what went wrong),
+4. appends each observation, text and images, as tokens that the loss never sees (``tool_mask == 0``): the text as
+   plain text (a special token's string in it is ordinary characters, never structure), cut to
+   ``max_observation_tokens``; each image fitted to what the processor accepts,
 
 until a trajectory answers, runs out of turns or runs out of its token budget. The token ids of a trajectory are
 exactly the ones the model was conditioned on while sampling (never re-tokenized text), so the training forward pass
-sees what generation saw, images and 3-D rotary positions included.
+sees what generation saw, images and 3-D rotary positions included. Before every generation call, each image's
+tokens in the ids are checked against its features.
 
 When several processes train together, ``sync_batch_size`` makes every rank run the same number of generation calls
 with the same batch size (ranks with fewer active trajectories pad with copies of one they have), so collective
@@ -33,6 +36,7 @@ import torch
 from PIL import Image
 
 from ..families import end_of_turn_token_ids
+from ..frames import ImageView, image_token_mismatch
 from ..protocols.base import Action, Protocol
 from ..tools.base import Observation, Tool, ToolContext
 from .generation import TurnRequest
@@ -43,6 +47,9 @@ logger = logging.getLogger(__name__)
 GenerateFn = Callable[[list[TurnRequest], int], tuple[list[list[int]], list[list[float]] | None]]
 
 _SENTINEL = "\u2063AGENTIC_VLM_END_OF_TURN\u2063"
+_OBSERVATION_TEXT = "\u2063AGENTIC_VLM_OBSERVATION_TEXT_{}\u2063"  # one per result of a turn
+# Characters of tool text tokenized at most, per token kept: a 1 MB page is not tokenized whole to keep 2k tokens.
+_CHARS_PER_TOKEN_BOUND = 8
 
 
 @dataclass
@@ -62,7 +69,7 @@ class Trajectory:
     row: dict[str, Any]
     prompt_ids: list[int]
     images: list[Image.Image]
-    pixel_values: torch.Tensor | None
+    pixel_values: torch.Tensor | None  # only while a generator that reads it (transformers) still needs it
     image_grid_thw: torch.Tensor | None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     completion_ids: list[int] = field(default_factory=list)
@@ -88,10 +95,21 @@ class Trajectory:
         if not images:
             return
         self.images = self.images + images
-        self.pixel_values = pixel_values if self.pixel_values is None else torch.cat([self.pixel_values, pixel_values])
-        self.image_grid_thw = (
-            image_grid_thw if self.image_grid_thw is None else torch.cat([self.image_grid_thw, image_grid_thw])
-        )
+        self.pixel_values = _cat(self.pixel_values, pixel_values)
+        self.image_grid_thw = _cat(self.image_grid_thw, image_grid_thw)
+
+    def image_source(self, index: int) -> str:
+        """Where image ``index`` (from 0, over all the trajectory's images) came from, in words for errors."""
+        returned = [len(turn.observation.images) if turn.observation is not None else 0 for turn in self.turns]
+        in_prompt = len(self.images) - sum(returned)
+        if index < in_prompt:
+            return f"image {index + 1} of the prompt"
+        index -= in_prompt
+        for turn_number, count in enumerate(returned):
+            if index < count:
+                return f"image {index + 1} returned after turn {turn_number}"
+            index -= count
+        return f"image {index + 1} past the trajectory's {len(self.images)} images"
 
     def completion_messages(self) -> list[dict]:
         """The trajectory as messages, the ``completions`` that reward functions receive."""
@@ -157,6 +175,7 @@ class RolloutEngine:
             the trajectory instead.
         tool_timeout: Seconds a tool call may take before it becomes a timeout observation.
         max_images_per_observation: Images kept from one tool result; the rest are dropped with a note.
+        max_observation_tokens: Tokens of one tool result's text shown to the model; the rest is cut with a note.
         system_prompt: Replaces the protocol's system prompt; a prompt that starts with a system message keeps its own.
         sync_batch_size: Maps this rank's number of active trajectories to the batch size every rank uses this turn
             (the maximum over ranks); the identity in a single process.
@@ -164,6 +183,10 @@ class RolloutEngine:
             the tokenizer's eos and its family's.
         chat_template_kwargs: Keyword arguments of ``apply_chat_template`` (``enable_thinking``...), over the
             protocol's own (the tool list, for protocols whose template renders it).
+        image_view: How the model is shown images and writes boxes; passed to the tools. By default the processor's
+            resize with boxes in pixels of the resized image (Qwen2.5-VL's frame).
+        keep_pixel_values: Whether the generation function reads ``TurnRequest.pixel_values`` (transformers does;
+            vLLM takes the images). Without it no trajectory holds them; with it only while it is being generated.
     """
 
     def __init__(
@@ -178,16 +201,21 @@ class RolloutEngine:
         max_context_length: int = 32768,
         tool_timeout: float = 60.0,
         max_images_per_observation: int = 4,
+        max_observation_tokens: int = 2048,
         system_prompt: str | None = None,
         sync_batch_size: Callable[[int], int] = lambda n: n,
         eos_token_ids: list[int] | None = None,
         chat_template_kwargs: dict | None = None,
+        image_view: ImageView | None = None,
+        keep_pixel_values: bool = True,
     ):
         names = [tool.name for tool in tools]
         if len(set(names)) != len(names):
             raise ValueError(f"tool names must be unique, got {names}")
         if max_turns < 1:
             raise ValueError(f"max_turns must be at least 1, got {max_turns}")
+        if max_observation_tokens < 1:
+            raise ValueError(f"max_observation_tokens must be at least 1, got {max_observation_tokens}")
         self.processing_class = processing_class
         self.tokenizer = getattr(processing_class, "tokenizer", processing_class)
         self.is_multimodal = hasattr(processing_class, "image_processor")
@@ -200,6 +228,12 @@ class RolloutEngine:
         self.max_context_length = max_context_length
         self.tool_timeout = tool_timeout
         self.max_images_per_observation = max_images_per_observation
+        self.max_observation_tokens = max_observation_tokens
+        self.image_view = image_view or (ImageView.of(processing_class) if self.is_multimodal else None)
+        self.keep_pixel_values = keep_pixel_values
+        if self.is_multimodal:
+            self.image_token_id = self.tokenizer.convert_tokens_to_ids(processing_class.image_token)
+            self.image_merge_length = processing_class.image_processor.merge_size ** 2
         self.system_prompt = system_prompt if system_prompt is not None else protocol.system_prompt(tools)
         self.chat_template_kwargs = {**protocol.chat_template_kwargs(tools), **(chat_template_kwargs or {})}
         self.sync_batch_size = sync_batch_size
@@ -223,6 +257,8 @@ class RolloutEngine:
             batch_size = self.sync_batch_size(len(active))
             if batch_size == 0:
                 break
+            for trajectory in active:
+                self._check_image_tokens(trajectory)
             rooms = [self.max_completion_length - len(t.completion_ids) for t in active]
             requests = [t.request(room) for t, room in zip(active, rooms, strict=True)]
             requests += [filler] * (batch_size - len(active))
@@ -247,6 +283,9 @@ class RolloutEngine:
                 else:
                     calls.append((trajectory, action))
 
+            for trajectory in active:
+                if trajectory.done:
+                    trajectory.pixel_values = None  # read by generation only, and it is over for this one
             if not calls:
                 continue
             start = time.perf_counter()
@@ -255,6 +294,9 @@ class RolloutEngine:
             for (trajectory, _), (_, seconds) in zip(calls, results, strict=True):
                 trajectory.turns[-1].tool_seconds = seconds
             self._append_observations([t for t, _ in calls], [a for _, a in calls], [o for o, _ in results])
+            for trajectory, _ in calls:
+                if trajectory.done:
+                    trajectory.pixel_values = None
         called = [t.id for t in trajectories if any(turn.action.kind == "tool" for turn in t.turns)]
         if called:
             self._run_on_loop(self._release(called))
@@ -287,22 +329,41 @@ class RolloutEngine:
             return Observation.failure(f"There is no tool named {action.name!r}."), 0.0
         context = ToolContext(
             trajectory_id=trajectory.id, images=list(trajectory.images), row=trajectory.row,
-            turn=len(trajectory.turns) - 1,
+            turn=len(trajectory.turns) - 1, image_view=self.image_view,
         )
         try:
             observation = await asyncio.wait_for(tool(action.argument, context), self.tool_timeout)
-            if not isinstance(observation, Observation):
-                raise TypeError(f"returned {type(observation).__name__}, not an Observation")
-            images = observation.images[: self.max_images_per_observation]
-            if len(observation.images) > len(images):
-                dropped = len(observation.images) - len(images)
-                observation = Observation(text=f"{observation.text}\n({dropped} more images were not shown.)",
-                                          images=images, error=observation.error)
+            # Off the loop: fitting a 20000x20000 image takes a while, and other calls are still running.
+            observation = await asyncio.to_thread(self._showable, observation)
         except asyncio.TimeoutError:
             observation = Observation.failure(f"The {tool.name} tool did not finish within {self.tool_timeout:g} s.")
         except Exception as error:  # a tool never crashes training
             observation = Observation.failure(f"The {tool.name} tool failed: {type(error).__name__}: {error}")
         return observation, time.perf_counter() - start
+
+    def _showable(self, observation) -> Observation:
+        """``observation`` as the model can be shown it: at most ``max_images_per_observation`` images, each fitted
+        to what the processor accepts. Raises ``TypeError``/``ValueError`` saying what is wrong with it."""
+        if not isinstance(observation, Observation):
+            raise TypeError(f"returned {type(observation).__name__}, not an Observation")
+        if not isinstance(observation.text, str):
+            raise TypeError(f"returned text of type {type(observation.text).__name__}, not a string")
+        if not isinstance(observation.images, list | tuple):
+            raise TypeError(f"returned images as {type(observation.images).__name__}, not a list")
+        text, images = observation.text, list(observation.images[: self.max_images_per_observation])
+        if len(observation.images) > len(images):
+            text += f"\n({len(observation.images) - len(images)} more images were not shown.)"
+        if images and self.image_view is None:
+            text += f"\n({len(images)} images were not shown: this model reads text only.)"
+            images = []
+        fitted = []
+        for number, image in enumerate(images, start=1):
+            try:
+                fitted.append(self.image_view.fit(image))
+            except ValueError as error:
+                raise ValueError(f"its image {number} cannot be shown: {error}") from None
+        error = observation.error if observation.error is None else str(observation.error)
+        return Observation(text=text, images=fitted, error=error)
 
     def _run_on_loop(self, coroutine):
         """Run ``coroutine`` on the engine's own event loop, which lives in a daemon thread for the engine's lifetime
@@ -338,6 +399,14 @@ class RolloutEngine:
              for part in message["content"] if part.get("type") == "image"]
             for messages in conversations
         ]
+        for row_index, row_images in enumerate(images):
+            if row_images and self.image_view is None:
+                raise ValueError(f"prompt {row_index} of the batch has images, and this model reads text only")
+            for number, image in enumerate(row_images, start=1):
+                try:
+                    row_images[number - 1] = self.image_view.fit(image)
+                except ValueError as error:
+                    raise ValueError(f"prompt {row_index} of the batch: image {number}: {error}") from None
         texts = [self.processing_class.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
                                                            **self.chat_template_kwargs)
                  for messages in conversations]
@@ -350,20 +419,49 @@ class RolloutEngine:
 
     def _append_observations(self, trajectories: list[Trajectory], actions: list[Action],
                              observations: list[Observation]) -> None:
-        shown, texts = [], []
+        """Append each observation: the chat template's pieces around its texts (turn markers, the protocol's
+        wrapping, image placeholders) as structure, and each tool text in between as plain text."""
+        shown, text_ids, pieces_per_observation, template_texts, template_images = [], [], [], [], []
         for trajectory, action, observation in zip(trajectories, actions, observations, strict=True):
-            shown.append(observation)
-            context_text = self._observation_text(self.protocol.observation_message(shown[-1], action.name))
+            results = observation.parts or [observation]
+            plain = [self._plain_text_ids(result.text) for result in results]
+            text_ids.append([ids for ids, _ in plain])
+            capped = [Observation(text=text, images=r.images, error=r.error) for (_, text), r in zip(plain, results,
+                                                                                                    strict=True)]
+            shown.append(Observation.combined(capped) if observation.parts else capped[0])
+            # The template is rendered with a marker in place of each text, then cut at the markers.
+            markers = [Observation(text=_OBSERVATION_TEXT.format(k), images=r.images, error=r.error)
+                       for k, r in enumerate(results)]
+            placeholder = Observation.combined(markers) if observation.parts else markers[0]
+            context_text = self._observation_text(self.protocol.observation_message(placeholder, action.name))
             if trajectory.completion_ids[-1] in self.eos_token_ids:
                 # The model already closed its turn itself, with any of its eos tokens (a turn without an action):
                 # the template's own end of turn is not written a second time.
-                closing = next((text for text in self._eos_texts if context_text.startswith(text)), "")
+                closing = next((eos for eos in self._eos_texts if context_text.startswith(eos)), "")
                 context_text = context_text.removeprefix(closing)
-            texts.append(context_text)
-        encoded = self._encode(texts, [observation.images for observation in shown])
-        for trajectory, observation, (ids, pixel_values, image_grid_thw) in zip(
-            trajectories, shown, encoded, strict=True
-        ):
+            pieces = []
+            for k in range(len(results)):
+                piece, marker, context_text = context_text.partition(_OBSERVATION_TEXT.format(k))
+                if not marker or _OBSERVATION_TEXT.format(k) in context_text:
+                    raise RuntimeError(f"the {self.protocol.name} protocol's observation message must carry each "
+                                       "result's text exactly once, in order")
+                pieces.append(piece)
+            pieces.append(context_text)
+            # The processor takes the images in order; each piece holds the placeholders of some of them.
+            images = list(shown[-1].images)
+            for piece in pieces:
+                count = piece.count(self.processing_class.image_token) if images else 0
+                template_texts.append(piece)
+                template_images.append(images[:count])
+                images = images[count:]
+            pieces_per_observation.append(len(pieces))
+        encoded = iter(self._encode(template_texts, template_images))
+        for trajectory, observation, texts, count in zip(trajectories, shown, text_ids, pieces_per_observation,
+                                                         strict=True):
+            pieces = [next(encoded) for _ in range(count)]
+            ids = pieces[0][0]
+            for text, piece in zip(texts, pieces[1:], strict=True):
+                ids = ids + text + piece[0]
             too_long = (
                 len(trajectory.completion_ids) + len(ids) >= self.max_completion_length
                 or len(trajectory.prompt_ids) + len(trajectory.completion_ids) + len(ids) >= self.max_context_length
@@ -373,7 +471,34 @@ class RolloutEngine:
                 continue
             trajectory.turns[-1].observation = observation
             trajectory.add_tokens(ids, from_model=False)
-            trajectory.add_images(observation.images, pixel_values, image_grid_thw)
+            trajectory.add_images(observation.images, _cat(*(piece[1] for piece in pieces)),
+                                  _cat(*(piece[2] for piece in pieces)))
+
+    def _plain_text_ids(self, text: str) -> tuple[list[int], str]:
+        """``text`` tokenized as plain text (a special token's string is split into ordinary tokens), cut to
+        ``max_observation_tokens`` with a note; and the text the model is shown."""
+        limit = self.max_observation_tokens
+        clipped = text[: limit * _CHARS_PER_TOKEN_BOUND]
+        ids = self.tokenizer(clipped, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        if len(ids) <= limit and len(clipped) == len(text):
+            return ids, text
+        ids = ids[:limit]
+        note = f"\n[Cut: the tool returned {len(text)} characters; the first {len(ids)} tokens are shown.]"
+        shown = self.tokenizer.decode(ids) + note
+        return ids + self.tokenizer(note, add_special_tokens=False, split_special_tokens=True)["input_ids"], shown
+
+    def _check_image_tokens(self, trajectory: Trajectory) -> None:
+        """Each image's tokens in the ids match its features, or a clear error (never a silent misalignment)."""
+        if not self.is_multimodal:
+            return
+        mismatch = image_token_mismatch(trajectory.prompt_ids + trajectory.completion_ids, trajectory.image_grid_thw,
+                                        self.image_token_id, self.image_merge_length)
+        if mismatch is not None:
+            index, tokens, features = mismatch
+            raise ValueError(
+                f"trajectory {trajectory.id}, before turn {len(trajectory.turns)}: {trajectory.image_source(index)} "
+                f"has {tokens} image tokens in the ids but {features} image features"
+            )
 
     def _observation_text(self, message: dict | list[dict]) -> str:
         """The text that follows an assistant turn's content up to the next assistant turn, as the chat template
@@ -413,6 +538,12 @@ class RolloutEngine:
                 results.append((ids, None, None))
                 continue
             rows = slice(image_index, image_index + len(row_images))
-            results.append((ids, torch.cat(pixel_values[rows]), encoded["image_grid_thw"][rows]))
+            row_pixels = torch.cat(pixel_values[rows]) if self.keep_pixel_values else None
+            results.append((ids, row_pixels, encoded["image_grid_thw"][rows]))
             image_index += len(row_images)
         return results
+
+
+def _cat(*tensors: torch.Tensor | None) -> torch.Tensor | None:
+    parts = [tensor for tensor in tensors if tensor is not None]
+    return torch.cat(parts) if parts else None

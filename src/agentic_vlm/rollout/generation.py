@@ -176,16 +176,13 @@ def _neutral_generation_config(max_new_tokens: int, do_sample: bool, eos_token_i
     """A generation config under which ``generate`` changes no logits: the processors of ``_sampling_processors``
     do all the sampling (behind the log-probability recorder). Every filter is set to its neutral value explicitly,
     top_k included (``generate``'s own default is 50)."""
+    # Sampling filters are named only when sampling: generate warns about them under greedy decoding.
+    sampling = dict(temperature=1.0, top_k=0, top_p=1.0, min_p=None, typical_p=1.0, epsilon_cutoff=0.0,
+                    eta_cutoff=0.0) if do_sample else {}
     return GenerationConfig(
         max_new_tokens=max_new_tokens,
         do_sample=do_sample,
-        temperature=1.0,
-        top_k=0,
-        top_p=1.0,
-        min_p=None,
-        typical_p=1.0,
-        epsilon_cutoff=0.0,
-        eta_cutoff=0.0,
+        **sampling,
         repetition_penalty=1.0,
         encoder_repetition_penalty=1.0,
         no_repeat_ngram_size=0,

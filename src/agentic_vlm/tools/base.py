@@ -7,8 +7,12 @@ model calls tools by name with JSON arguments (``hermes``), a tool also declares
 (``parameters``); the value the model gives it becomes the text that ``__call__`` receives.
 
 Tools are async so that the engine can run the calls of every trajectory of a turn concurrently on one event
-loop. A tool whose work is blocking should hand it to a thread or a process (``asyncio.to_thread``, a process
-pool, a sandbox); it must not block the loop.
+loop, and so that it can time each call out. The contract: ``__call__`` never blocks the loop. Blocking work (sync
+I/O, a sync HTTP client or socket, CPU work on images, a subprocess wait) runs off it: ``await
+asyncio.to_thread(work, ...)``, a process pool, a sandbox. A call that blocks the loop instead holds every other
+call of the turn, and its timeout cannot fire until it returns (a hung socket: never). A thread that is still blocked
+when its timeout fires keeps running in the background until its work returns, so give blocking I/O its own
+timeout too (``socket.settimeout``, the HTTP client's).
 
 A tool should turn the failures it expects (bad arguments, a timeout of its backend, an HTTP error) into an
 observation with ``error`` set. The engine also catches anything a tool raises, and a tool that exceeds its
@@ -23,6 +27,8 @@ from typing import Any
 
 from PIL import Image
 
+from ..frames import ImageView
+
 
 @dataclass
 class ToolContext:
@@ -35,12 +41,16 @@ class ToolContext:
             first, then the images earlier tool calls returned. Tools must not modify them in place.
         row: The dataset row the trajectory was started from (for example metadata with boxes).
         turn: Index of the current turn, from 0.
+        image_view: How the model is shown images (the processor's resize) and in which frame it writes boxes;
+            a tool that reads coordinates converts them with ``image_view.to_original``. ``None`` for a text-only
+            model.
     """
 
     trajectory_id: str
     images: list[Image.Image] = field(default_factory=list)
     row: dict[str, Any] = field(default_factory=dict)
     turn: int = 0
+    image_view: ImageView | None = None
 
 
 @dataclass
