@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -238,6 +239,8 @@ class RolloutEngine:
         self.chat_template_kwargs = {**protocol.chat_template_kwargs(tools), **(chat_template_kwargs or {})}
         self.sync_batch_size = sync_batch_size
         self.eos_token_ids = set(eos_token_ids or end_of_turn_token_ids(self.tokenizer))
+        added = sorted(self.tokenizer.get_added_vocab(), key=len, reverse=True)
+        self._added_token_pattern = re.compile("(" + "|".join(map(re.escape, added)) + ")" if added else "(?!)")
         # The eos tokens as text, longest first: the chat template's own end of turn is one of them.
         self._eos_texts = sorted({self.tokenizer.decode([i]) for i in self.eos_token_ids}, key=len, reverse=True)
         self._loop = None
@@ -475,17 +478,28 @@ class RolloutEngine:
                                   _cat(*(piece[2] for piece in pieces)))
 
     def _plain_text_ids(self, text: str) -> tuple[list[int], str]:
-        """``text`` tokenized as plain text (a special token's string is split into ordinary tokens), cut to
-        ``max_observation_tokens`` with a note; and the text the model is shown."""
+        """``text`` tokenized as plain text, cut to ``max_observation_tokens`` with a note; and the text the model is
+        shown."""
         limit = self.max_observation_tokens
         clipped = text[: limit * _CHARS_PER_TOKEN_BOUND]
-        ids = self.tokenizer(clipped, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        ids = self._tokenize_plain(clipped)
         if len(ids) <= limit and len(clipped) == len(text):
             return ids, text
         ids = ids[:limit]
         note = f"\n[Cut: the tool returned {len(text)} characters; the first {len(ids)} tokens are shown.]"
-        shown = self.tokenizer.decode(ids) + note
-        return ids + self.tokenizer(note, add_special_tokens=False, split_special_tokens=True)["input_ids"], shown
+        return ids + self._tokenize_plain(note), self.tokenizer.decode(ids) + note
+
+    def _tokenize_plain(self, text: str) -> list[int]:
+        """Token ids of ``text`` in which the string of an added token (``<|im_end|>``, ``<|image_pad|>``, also the
+        non-special ones such as ``<tool_call>``) is ordinary characters: it is split after its first character, so
+        neither half can become that token."""
+        ids = []
+        for index, piece in enumerate(self._added_token_pattern.split(text)):
+            halves = (piece[:1], piece[1:]) if index % 2 else (piece,)
+            for half in halves:
+                if half:
+                    ids += self.tokenizer(half, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        return ids
 
     def _check_image_tokens(self, trajectory: Trajectory) -> None:
         """Each image's tokens in the ids match its features, or a clear error (never a silent misalignment)."""
