@@ -101,6 +101,24 @@ def test_tool_failures_become_observations_and_the_rollout_goes_on(processor, zo
     assert trajectory.stop_reason == "answer"
 
 
+@pytest.mark.parametrize("keep_pixel_values", [True, False])
+def test_pixel_values_are_kept_only_while_a_generator_reads_them(processor, zoom_example, keep_pixel_values):
+    protocol, tools = ArftProtocol(), [ZoomTool(min_side=56, max_side=56)]
+    script = ScriptedTurnGenerator(processor, protocol.stop_strings(tools), lambda r: [ZOOM, ANSWER][r.turn])
+    seen = []
+
+    def generate(requests, budget):
+        seen.append([None if r.pixel_values is None else r.pixel_values.shape[0] for r in requests])
+        return script(requests, budget)
+
+    engine = RolloutEngine(processor, protocol, tools, generate, keep_pixel_values=keep_pixel_values)
+    (trajectory,) = run(engine, rows(zoom_example))
+    # 256 patches of the prompt's image, then 16 more of the zoom's; none for a generator that takes the images.
+    assert seen == ([[256], [272]] if keep_pixel_values else [[None], [None]])
+    assert trajectory.pixel_values is None  # the rollout is over: nothing will read them
+    assert trajectory.image_grid_thw.tolist() == [[1, 16, 16], [1, 4, 4]]
+
+
 def test_malformed_action_is_told_to_the_model(processor, zoom_example):
     script = ["<think>hmm</think> no action", ANSWER]
     engine = make_engine(processor, [ZoomTool()], lambda r: script[r.turn], max_turns=2)
