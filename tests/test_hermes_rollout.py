@@ -122,9 +122,13 @@ def test_trainer_forward_reproduces_sampling_logprobs_with_two_images_in_one_tur
     row = {"prompt": [{"role": "user", "content": "What color is the square?"}],
            "images": [make_zoom_example(random.Random(7))["image"]], "answer": "red"}
     batch = trainer._generate_and_score_completions([dict(row), dict(row)])
+    # The box [0, 0, 100, 100] in the family's frame: pixels of the 224x224 image for Qwen2.5-VL (a 100 px crop),
+    # 0-1000 for Qwen3-VL and Qwen3.5 (a 22 px crop, enlarged to the tool's 56 px minimum).
+    crop_side = {"qwen2.5-vl": 100, "qwen3-vl": 56, "qwen3.5": 56}[family]
     for trajectory in trainer._rollout_trajectories:
         assert [turn.action.kind for turn in trajectory.turns] == ["tool", "answer"]
         assert len(trajectory.images) == 3
+        assert trajectory.images[1].size == (crop_side, crop_side)
     assert batch["num_images"] == [3, 3]
 
     input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
