@@ -78,6 +78,9 @@ def test_token_f1_empty_and_unknown_variant():
         ("软件", "软件工程", 0.0, 2 / 3),  # per character: 2 shared, precision 2/2, recall 2/4
         ("工程工程", "软件工程", 0.0, 0.5),  # 2 distinct shared over 4 and 4 characters
         ("北京。", "北京", 1.0, 1.0),  # Chinese punctuation dropped
+        ("北京 上海", "北京\n上海", 0.0, 8 / 9),  # only spaces go: the line break is a 5th character; P 4/4, R 4/5
+        # either side Chinese: both by character; 6 distinct shared of 8 and of 12 characters
+        ("02999481", "{'发票号码': '02999481'}", 0.0, 0.6),
         ("A", "A", 1.0, 1.0),  # an option letter: "a" is an article, normalises to nothing, still matches
         ("(A)", "A", 1.0, 1.0),
         ("!!!", "!!!", 1.0, 1.0),

@@ -3,8 +3,9 @@
 On English text these are the SQuAD v1.1 official script's scores. Two things differ from it, as in Visual-ARFT's
 evaluation of MAT, so that the same rules serve Chinese answers and answers that are only an option letter:
 
-- Text with a Chinese character is compared character by character with its whitespace removed ("软件 工程" is
-  "软件工程"; its tokens are "软", "件", "工", "程"), and articles are not removed from it.
+- Text with a Chinese character loses its spaces ("软件 工程" is "软件工程") but keeps its articles and its other
+  whitespace (a line break stays, as in MAT's evaluation); when either answer has a Chinese character, F1 counts the
+  characters of both (a space of the other answer is a character too), not words.
 - Two answers that both normalise to nothing ("A" against "A": "a" is an article; "!!!" against "!!!") are compared
   with their articles, or their punctuation if that is all they have, instead of as two empty strings: "(A)"
   matches "A" but "." and "the" do not (MAT's evaluation counts them equal). An empty answer never scores.
@@ -66,19 +67,16 @@ def normalize_answer(text: str) -> str:
     """
     text = _drop_punctuation(_fold(text))
     if has_chinese(text):
-        return "".join(text.split())
+        return text.replace(" ", "")
     return " ".join(_ARTICLES.sub(" ", text).split())
-
-
-def answer_tokens(text: str) -> list[str]:
-    """The tokens F1 counts: words, or characters for text with a Chinese character."""
-    normalized = normalize_answer(text)
-    return list(normalized) if has_chinese(normalized) else normalized.split()
 
 
 def exact_match_score(prediction: str, truth: str) -> float:
     """1.0 if the normalised strings are equal and not empty (or both empty and equal as written), else 0.0."""
-    normalized_prediction, normalized_truth = normalize_answer(prediction), normalize_answer(truth)
+    return _exact_match(prediction, truth, normalize_answer(prediction), normalize_answer(truth))
+
+
+def _exact_match(prediction: str, truth: str, normalized_prediction: str, normalized_truth: str) -> float:
     if not normalized_prediction and not normalized_truth:
         written = _written_form(prediction)
         return float(bool(written) and written == _written_form(truth))
@@ -93,7 +91,8 @@ def _written_form(text: str) -> str:
 
 
 def token_f1_score(prediction: str, truth: str, variant: F1Variant = "multiset") -> float:
-    """Harmonic mean of token precision and recall after normalisation; 1.0 on an exact match.
+    """Harmonic mean of token precision and recall after normalisation (tokens: words, or characters when an answer
+    has a Chinese character); 1.0 on an exact match.
 
     ``"multiset"`` counts repeated tokens (SQuAD's F1). ``"set"`` is Visual-ARFT's: the number of distinct shared
     tokens over each side's token count with repeats, so repeating a word costs precision. A side without tokens
@@ -101,9 +100,13 @@ def token_f1_score(prediction: str, truth: str, variant: F1Variant = "multiset")
     """
     if variant not in ("multiset", "set"):
         raise ValueError(f"unknown F1 variant {variant!r}; use 'multiset' or 'set'")
-    if exact_match_score(prediction, truth):
+    predicted, expected = normalize_answer(prediction), normalize_answer(truth)
+    if _exact_match(prediction, truth, predicted, expected):
         return 1.0
-    predicted, expected = answer_tokens(prediction), answer_tokens(truth)
+    if has_chinese(predicted) or has_chinese(expected):
+        predicted, expected = list(predicted), list(expected)
+    else:
+        predicted, expected = predicted.split(), expected.split()
     if not predicted or not expected:
         return 0.0
     if variant == "multiset":
