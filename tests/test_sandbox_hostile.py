@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -189,6 +190,8 @@ def test_cannot_read_the_hosts_proc(sandbox):
     result = run(sandbox, code)
     assert result.stdout == "False\nFalse\nFalse\n"
     assert "FileNotFoundError" in result.error and SECRET not in everything(result)
+    # Nor the worker's own /proc, where it measures its sessions: detached in each session.
+    assert run(sandbox, "import os\nprint(os.listdir('/.proc'))").stdout == "[]\n"
 
 
 def test_cannot_write_outside_its_directory(sandbox, tmp_path):
@@ -729,7 +732,7 @@ def test_a_fork_bomb_leaves_other_sessions_their_processes(sandbox):
         "print('stopped at', children)\n"
         "time.sleep(1.5)\n"  # holding every process it could start
     )
-    other = (  # a few threads (each reserves a malloc arena of 64 MB, which the memory limit counts) and processes
+    other = (  # a few threads and processes
         "import subprocess, threading, time\n"
         "threads = [threading.Thread(target=time.sleep, args=(0.2,)) for _ in range(2)]\n"
         "for thread in threads:\n"
@@ -834,3 +837,120 @@ def test_refuses_to_run_without_the_syscall_filter_unless_allowed(tmp_path):
     assert refused.startswith("refused: The code sandbox cannot isolate code on this host: isolation partial")
     assert "no_such_seccomp_binding" in refused and "pip install pyseccomp" in refused
     assert allowed == "False AF_INET"  # allowed: it runs, unfiltered
+
+
+# --- CPU time and memory per session: all its threads and processes together ---------------------------------------
+
+BUDGET_CONFIG = SandboxConfig(workers=1, timeout_s=8.0, cpu_time_s=1.0, memory_mb=256, max_processes=32, max_sessions=4)
+# Spins, ignoring SIGXCPU (the per-process CPU limit's signal), with the marker in its command line.
+SPINNER = "import signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\nwhile True:\n    pass\n"
+
+
+@pytest.fixture(scope="module")
+def budgeted():
+    """A pool whose CPU time limit (1 s) is far below its wall-clock limit (8 s)."""
+    try:
+        box = Sandbox(BUDGET_CONFIG)
+    except SandboxUnavailableError as error:
+        pytest.skip(f"this host cannot isolate code: {error}")
+    if not box.isolation.session_limits:
+        box.close()
+        pytest.skip(f"this host bounds CPU time and memory per process only: {box.isolation.problems}")
+    yield box
+    box.close()
+
+
+def run_budgeted(box: Sandbox, code: str, session: str | None = None) -> tuple[ExecutionResult, float]:
+    started = time.monotonic()
+    result = box.run(code, session=session)
+    return result, time.monotonic() - started
+
+
+def test_a_child_that_ignores_sigxcpu_is_stopped_at_the_cpu_limit(budgeted):
+    code = (
+        "import signal, subprocess, sys\n"
+        "signal.signal(signal.SIGXCPU, signal.SIG_IGN)\n"
+        f"subprocess.run([sys.executable, '-c', {SPINNER!r}, 'spinner-4711'])\n"
+    )
+    result, elapsed = run_budgeted(budgeted, code)
+    assert result.error == (
+        "The code used more than its CPU time limit of 1 s (all its threads and processes together) and was stopped."
+    )
+    assert elapsed < BUDGET_CONFIG.timeout_s - 2, f"took {elapsed:.2f} s"  # 1 CPU-s, slowed by a loaded machine
+    deadline = time.monotonic() + 2
+    while host_processes_with("spinner-4711") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert host_processes_with("spinner-4711") == []
+
+
+def test_spinning_threads_are_stopped_at_the_cpu_limit(budgeted):
+    code = (
+        "import signal, threading, time\n"
+        "signal.signal(signal.SIGXCPU, signal.SIG_IGN)\n"
+        "def spin():\n"
+        "    while True:\n"
+        "        pass\n"
+        "for _ in range(4):\n"
+        "    threading.Thread(target=spin, daemon=True).start()\n"
+        "time.sleep(60)\n"
+    )
+    # In a kept session, whose hard RLIMIT_CPU stays open: only the worker's measure of the session stops it.
+    result, elapsed = run_budgeted(budgeted, code, session="threads")
+    assert "CPU time limit of 1 s (all its threads and processes together)" in result.error
+    assert elapsed < BUDGET_CONFIG.timeout_s - 2, f"took {elapsed:.2f} s"
+    budgeted.release("threads")
+
+
+def test_a_call_without_a_session_has_a_hard_cpu_limit_too(budgeted):
+    code = "import resource\nprint(*resource.getrlimit(resource.RLIMIT_CPU))"
+    soft, hard = map(int, budgeted.run(code).stdout.split())
+    assert hard == soft + 1  # a process that ignores SIGXCPU is killed a second later, even where nothing measures
+    soft, hard = map(int, budgeted.run(code, session="kept").stdout.split())
+    assert hard == resource.RLIM_INFINITY
+    budgeted.release("kept")
+
+
+def test_each_call_of_a_kept_session_has_its_own_cpu_time(budgeted):
+    # Three calls of 0.6 CPU-s each: more than the limit together, within it each.
+    code = "import time\nstarted = time.process_time()\nwhile time.process_time() - started < 0.6:\n    pass\n"
+    for call in range(3):
+        result, _ = run_budgeted(budgeted, code + f"print({call})", session="thrice")
+        assert (result.error, result.stdout) == (None, f"{call}\n")
+    budgeted.release("thrice")
+
+
+def test_children_together_past_the_memory_limit_are_stopped(budgeted):
+    assert "memory limits per session" in budgeted.isolation.describe()
+    forks = (
+        "import os, time\n"
+        "for _ in range({children}):\n"
+        "    if os.fork() == 0:\n"
+        "        blob = b'x' * (150 << 20)\n"  # written, so resident: below memory_mb in each process
+        "        time.sleep(60)\n"
+        "time.sleep(1.5)\n"
+        "print('done')\n"
+    )
+    one, _ = run_budgeted(budgeted, forks.format(children=1))
+    assert (one.error, one.stdout) == (None, "done\n")
+    four, elapsed = run_budgeted(budgeted, forks.format(children=4))
+    assert four.error == "The code's processes together held more than the memory limit of 256 MB and were stopped."
+    assert elapsed < BUDGET_CONFIG.timeout_s - 2, f"took {elapsed:.2f} s"
+
+
+def test_a_session_with_256_mb_starts_16_threads(budgeted):
+    code = (  # each thread allocates (from a malloc arena) while all are alive
+        "import threading\n"
+        "together = threading.Barrier(16)\n"
+        "results = []\n"
+        "def work():\n"
+        "    results.append(bytearray(1 << 20))\n"
+        "    together.wait()\n"
+        "threads = [threading.Thread(target=work) for _ in range(16)]\n"
+        "for thread in threads:\n"
+        "    thread.start()\n"
+        "for thread in threads:\n"
+        "    thread.join()\n"
+        "print(len(results))\n"
+    )
+    result, _ = run_budgeted(budgeted, code)
+    assert (result.error, result.stdout) == (None, "16\n")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import math
 import os
 import platform
 import resource
@@ -69,6 +70,9 @@ SESSION_DIR = "/sandbox"
 # Where the worker mounts every session's tmpfs, to write the input images into it; each session's mount
 # namespace detaches it after binding its own one at SESSION_DIR.
 SESSIONS_DIR = "/.sessions"
+# Where the worker mounts a /proc of its own PID namespace, to measure its sessions (accounting.py); each session's
+# mount namespace detaches it.
+PROC_DIR = "/.proc"
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _DEVICES = ("null", "zero", "full", "random", "urandom")
 
@@ -157,7 +161,7 @@ def build_private_root(root: str, readable_dirs: list[str]) -> bool:
             open(f"{root}/dev/{device}", "w").close()
             mount(f"/dev/{device}", f"{root}/dev/{device}", None, MS_BIND)
     private_tmp = not os.path.exists(root + "/tmp")
-    for mount_point in (SESSION_DIR, SESSIONS_DIR, "/.old_root") + (("/tmp",) if private_tmp else ()):
+    for mount_point in (SESSION_DIR, SESSIONS_DIR, PROC_DIR, "/.old_root") + (("/tmp",) if private_tmp else ()):
         os.mkdir(root + mount_point)
     _pivot_root(root, root + "/.old_root")
     os.chdir("/")
@@ -166,6 +170,11 @@ def build_private_root(root: str, readable_dirs: list[str]) -> bool:
     mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     mount("tmpfs", SESSIONS_DIR, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0700")
     return private_tmp
+
+
+def mount_own_proc() -> None:
+    """Mount a /proc of this process's PID namespace at :data:`PROC_DIR` of the private root."""
+    mount("proc", PROC_DIR, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
 def _bind_read_only(source: str, target: str) -> None:
@@ -284,29 +293,32 @@ def _clear_capability_sets() -> None:
 
 
 def limit_resources(*, address_space: int, cpu_seconds: int, file_size: int, processes: int) -> None:
-    """Kernel limits for the process that runs the code, inherited by whatever it starts.
-
-    The CPU limit has no hard cap so that a persistent session can be granted a fresh allowance on each call
-    (see :func:`grant_cpu_time`); the worker's wall-clock timeout is the bound the code cannot lift.
-    """
+    """Kernel limits for the process that runs the code, inherited by whatever it starts. Each counts one process;
+    the worker bounds the CPU time and memory of the session as a whole (accounting.py)."""
     resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
     resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
     resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    grant_cpu_time(cpu_seconds)
+    grant_cpu_time(cpu_seconds, last=False)
 
 
-def grant_cpu_time(seconds: int) -> None:
-    """Allow ``seconds`` of CPU time on top of what this process has used so far."""
+def grant_cpu_time(seconds: int, last: bool) -> None:
+    """Allow ``seconds`` of CPU time on top of what this process has used so far (SIGXCPU past them).
+
+    For the ``last`` call of a session (a call without a session key), the hard limit too, a second further: a
+    process the code starts inherits it and is killed there even if it ignores SIGXCPU. Otherwise the hard limit
+    stays open, since raising it again for the session's next call needs a privilege the session does not have.
+    """
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    used = int(usage.ru_utime + usage.ru_stime)
-    resource.setrlimit(resource.RLIMIT_CPU, (used + seconds, resource.RLIM_INFINITY))
+    soft = math.ceil(usage.ru_utime + usage.ru_stime) + seconds
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 1 if last else resource.RLIM_INFINITY))
 
 
-def address_space_size() -> int:
-    """This process's virtual memory size in bytes (RLIMIT_AS counts it, so limits are set relative to it)."""
+def memory_sizes() -> tuple[int, int]:
+    """This process's address space and resident memory, in bytes (limits are set relative to them)."""
     with open("/proc/self/statm") as file:
-        return int(file.read().split()[0]) * resource.getpagesize()
+        size, resident = file.read().split()[:2]
+    return int(size) * resource.getpagesize(), int(resident) * resource.getpagesize()
 
 
 # Syscalls the code never needs and that widen what it can reach of the kernel: creating or entering namespaces (a

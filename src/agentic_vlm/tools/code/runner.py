@@ -126,7 +126,7 @@ def serve(request_fd: int, result_fd: int, cpu_seconds: int, max_images: int, ma
             request, _ = read_frame(request_fd, max_header_bytes=CALL_HEADER_BYTES)
         except EOFError:
             os._exit(0)
-        grant_cpu_time(cpu_seconds)
+        grant_cpu_time(cpu_seconds, last=request["last"])
         error, images = run_call(request["code"], request["inputs"], namespace, workdir)
         try:
             outputs, notes = _fit(images, max_images, max_image_pixels)

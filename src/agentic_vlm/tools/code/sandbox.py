@@ -45,6 +45,10 @@ _WORKER_ENVIRONMENT = {
     "TMPDIR": "/tmp",
     # One thread per library: the pool is the parallelism, and threads would count against the process limit.
     "OMP_NUM_THREADS": "1",
+    # glibc gives each thread a malloc arena of its own, up to 8 per core, each reserving 64 MB of address space,
+    # which the memory limit counts: at memory_mb=256 a session could start only three threads. Read by glibc at
+    # the worker's start, so sessions (forks of it) and the programs they run all have it.
+    "MALLOC_ARENA_MAX": "2",
     "OPENBLAS_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
 }
@@ -67,11 +71,16 @@ class SandboxConfig:
         workers: Worker processes, so calls that run at once; further calls wait. Each holds numpy, Pillow and
             OpenCV in memory (about 100 MB).
         timeout_s: Wall-clock limit of one call; the code's whole session, every thread and process of it, is
-            killed when it passes (and a kept session is stopped between its calls). The CPU time limit is the
-            same number of seconds, rounded up, for each process of the code (RLIMIT_CPU, renewed for each call;
-            its SIGXCPU can be ignored, the wall-clock limit cannot).
-        memory_mb: Memory (address space) each process of the code may allocate, beyond what the warm worker
-            already maps (RLIMIT_AS: per process, so a session may hold up to ``max_processes`` times this).
+            killed when it passes (and a kept session is stopped between its calls).
+        cpu_time_s: CPU time one call may use, all threads and processes of its session together (default:
+            ``timeout_s``). The worker measures the session every 50 ms while the call runs and kills it past
+            this; each process also has RLIMIT_CPU at this many seconds rounded up (SIGXCPU, which the code may
+            ignore; for a call without a session, SIGKILL a second later).
+        memory_mb: Memory the code may use: each process may map this much beyond what the warm worker already
+            maps (RLIMIT_AS, so an allocation past it is a MemoryError), and the session's processes together may
+            hold this much beyond the warm worker's resident memory (their proportional set sizes summed, measured
+            every 50 ms while the call runs: past it the session is killed; a fast allocation can overshoot
+            between two measurements).
         max_processes: Processes and threads the code of one session may run at once. Stops fork bombs.
             Enforced with RLIMIT_NPROC, which counts every process of the user the code runs as: when the trainer
             runs as root, each session runs as a uid of its own, so the limit is each session's own; in a user
@@ -93,6 +102,7 @@ class SandboxConfig:
 
     workers: int = 2
     timeout_s: float = 10.0
+    cpu_time_s: float | None = None
     memory_mb: int = 1024
     max_processes: int = 32
     file_size_mb: int = 64
@@ -106,7 +116,11 @@ class SandboxConfig:
     allow_unsafe: bool = False
 
     def __post_init__(self):
-        positive = {name: value for name, value in asdict(self).items() if name != "allow_unsafe"}
+        positive = {
+            name: value
+            for name, value in asdict(self).items()
+            if name != "allow_unsafe" and not (name == "cpu_time_s" and value is None)
+        }
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"SandboxConfig.{name} must be positive, got {value}")
@@ -116,13 +130,15 @@ class SandboxConfig:
 class Isolation:
     """What confinement the host allowed. ``level`` is ``full`` only when all three namespaces and the syscall
     filter work; ``session_uids`` says whether each session has a process limit of its own (see
-    :attr:`SandboxConfig.max_processes`)."""
+    :attr:`SandboxConfig.max_processes`), ``session_limits`` whether CPU time and memory are bounded per session
+    (see :attr:`SandboxConfig.cpu_time_s` and :attr:`SandboxConfig.memory_mb`) or per process only."""
 
     network: bool
     filesystem: bool
     processes: bool
     syscall_filter: bool
     session_uids: bool
+    session_limits: bool
     user: str
     problems: tuple[str, ...] = ()
 
@@ -150,7 +166,15 @@ class Isolation:
 
     def describe(self) -> str:
         processes = "per session" if self.session_uids else "shared by all sessions (one uid)"
-        limits = f"process limit {processes}; memory limit per process (RLIMIT_AS)"
+        if self.session_limits:
+            resources = (
+                "CPU time and memory limits per session (all its processes together, measured every 50 ms while"
+                " a call runs, so memory can overshoot between two measurements) and per process (RLIMIT_CPU,"
+                " RLIMIT_AS)"
+            )
+        else:
+            resources = "CPU time and memory limits per process only (RLIMIT_CPU, RLIMIT_AS)"
+        limits = f"process limit {processes}; {resources}"
         if self.level == "full":
             reached = (
                 "own network, mount and PID namespaces; private read-only root; seccomp filter (libseccomp: no"
@@ -217,10 +241,12 @@ class _WorkerProcess:
 
     def _settings(self) -> dict:
         config = self.config
+        cpu_time_s = config.timeout_s if config.cpu_time_s is None else config.cpu_time_s
         return {
             "directory": self.directory,
             "timeout_s": config.timeout_s,
-            "cpu_seconds": math.ceil(config.timeout_s),
+            "cpu_time_s": cpu_time_s,
+            "cpu_seconds": math.ceil(cpu_time_s),  # RLIMIT_CPU counts whole seconds
             "memory_mb": config.memory_mb,
             "max_processes": config.max_processes,
             # Where all sessions share a uid, RLIMIT_NPROC counts the pool's own processes too: one per kept
@@ -488,6 +514,7 @@ def _weakest(reports: list[dict]) -> Isolation:
         processes=all(report["processes"] for report in reports),
         syscall_filter=all(report["syscall_filter"] for report in reports),
         session_uids=all(report["session_uids"] for report in reports),
+        session_limits=all(report["session_limits"] for report in reports),
         user=reports[0]["user"],
         problems=tuple(dict.fromkeys(problem for report in reports for problem in report["problems"])),
     )

@@ -54,6 +54,7 @@ import tempfile
 import time
 import traceback
 
+import accounting
 import jail
 import runner
 from wire import (
@@ -78,7 +79,7 @@ _ZYGOTE_MESSAGE_BYTES = 4096
 def main() -> None:
     settings, _ = read_frame(0)
     runner.preload()
-    baseline = jail.address_space_size()
+    baseline = jail.memory_sizes()
     confinement = confine(settings["directory"])
     # Keep the collector off the warm objects: touching their headers would copy their pages into each session.
     gc.freeze()
@@ -96,6 +97,7 @@ class Confinement:
         self.pid_namespace: int | None = None  # descriptor of the worker's own PID namespace
         self.session_uids = False  # each session runs as a uid of its own (the worker is root on the host)
         self.syscall_rules = None  # the seccomp filter of the sessions, once it is known to work here
+        self.session_limits = False  # the worker can measure its sessions (a /proc of its own PID namespace)
         self.user = ""
 
     def attempt(self, what: str, step) -> bool:
@@ -109,7 +111,11 @@ class Confinement:
     @property
     def report(self) -> dict:
         reached = {"network": self.network, "filesystem": self.filesystem, "processes": self.processes}
-        more = {"syscall_filter": self.syscall_rules is not None, "session_uids": self.session_uids}
+        more = {
+            "syscall_filter": self.syscall_rules is not None,
+            "session_uids": self.session_uids,
+            "session_limits": self.session_limits,
+        }
         return {**reached, **more, "user": self.user, "problems": self.problems}
 
 
@@ -139,6 +145,10 @@ def confine(directory: str) -> Confinement:
         if not reached.processes:
             reached.problems.append("PID namespace: sessions cannot get their own")
     reached.filesystem = reached.attempt("private root", private_root)
+    if reached.filesystem and reached.processes:
+        reached.session_limits = reached.attempt("/proc of its own PID namespace", jail.mount_own_proc)
+    else:
+        reached.problems.append("CPU time and memory limits per process only: sessions cannot be measured")
 
     def syscall_filter() -> None:
         rules = jail.syscall_filter()
@@ -174,10 +184,10 @@ class Session:
 class Worker:
     """The worker's loop: answer the trainer's calls, each in a session, and keep the sessions and a spare."""
 
-    def __init__(self, settings: dict, confinement: Confinement, baseline: int):
+    def __init__(self, settings: dict, confinement: Confinement, baseline: tuple[int, int]):
         self.settings = settings
         self.confinement = confinement
-        self.baseline = baseline
+        self.baseline = baseline  # the warm worker's address space and resident memory, in bytes
         self.sessions: dict[str, Session] = {}
         self.by_pid: dict[int, Session] = {}
         self.session_numbers = itertools.count()
@@ -357,7 +367,8 @@ class Worker:
             failure = f"The input images could not be written to the working directory: {error}."
             return {**outcome, "failure": failure}, []
         try:
-            reply, images = self._call(session, {"code": call["code"], "inputs": inputs}, deadline)
+            request = {"code": call["code"], "inputs": inputs, "last": key is None}
+            reply, images = self._call(session, request, deadline)
         except Exception:  # a bug met by what the code sent: this session ends, the worker and the others go on
             traceback.print_exc()
             reply, images = (
@@ -405,6 +416,11 @@ class Worker:
         result = FrameReader(3 * pixels + _RESULT_HEADER_BYTES, self.result_memory, _RESULT_HEADER_BYTES)
         failure = None
         checked, images = None, []
+        budget = None
+        if self.confinement.session_limits:  # measured from now on: a kept session's earlier calls had their own
+            memory = (settings["memory_mb"] << 20, self.baseline[1])
+            budget = accounting.SessionBudget(session.pid, settings["cpu_time_s"], *memory)
+        next_check = time.monotonic() + accounting.POLL_INTERVAL_S
         try:
             write_frame(session.request, request, (), deadline)
             # The zygote forks the next spare while this call runs (on another core, where there is one); ordered
@@ -418,7 +434,13 @@ class Worker:
                 now = time.monotonic()
                 if now >= deadline:
                     raise TimeoutError
-                for fd, _ in poller.poll((deadline - now) * 1000):
+                if budget is not None and now >= next_check:
+                    over = budget.check()
+                    if over is not None:
+                        raise _OverBudget(over)
+                    next_check = now + accounting.POLL_INTERVAL_S
+                wake = min(deadline, next_check) if budget is not None else deadline
+                for fd, _ in poller.poll((wake - now) * 1000):
                     if fd == self.zygote.fileno():
                         self._hear_from_zygote()
                     elif fd == session.result:
@@ -437,6 +459,8 @@ class Worker:
                 checked = check_result(header, images, *limits)
         except TimeoutError:
             failure = f"The code did not finish within the time limit of {settings['timeout_s']:g} s and was stopped."
+        except _OverBudget as over:
+            failure = str(over)
         except (FrameError, ValueError) as error:
             failure = f"The code's process returned a malformed result ({error}); its session was ended."
         except OSError as error:  # the session vanished while we wrote the call to it
@@ -482,6 +506,8 @@ class Worker:
             if self.confinement.private_tmp:
                 jail.mount_tmpfs("/tmp", self.settings["work_dir_mb"], owner)
             jail.detach(jail.SESSIONS_DIR)  # every session's directory, this one's included, as the worker sees them
+            if self.confinement.session_limits:
+                jail.detach(jail.PROC_DIR)  # every process of the worker
             workdir = jail.SESSION_DIR
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
         os.dup2(output, 1)
@@ -495,7 +521,7 @@ class Worker:
             1 if self.confinement.session_uids else self.settings["pool_processes"]
         )
         jail.limit_resources(
-            address_space=self.baseline + self.settings["memory_mb"] * 2**20,
+            address_space=self.baseline[0] + self.settings["memory_mb"] * 2**20,
             cpu_seconds=self.settings["cpu_seconds"],
             file_size=self.settings["file_size_mb"] * 2**20,
             processes=processes,
@@ -521,6 +547,10 @@ class Worker:
             os.rmdir(directory)
         else:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+class _OverBudget(Exception):
+    """The session of a call has used up its CPU time or memory (accounting.SessionBudget); says which."""
 
 
 def _signal_group(session: Session, number: int) -> None:
