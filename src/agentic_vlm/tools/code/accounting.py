@@ -1,12 +1,13 @@
 """What all processes of a session use together, CPU time and memory, read from the worker's own ``/proc``.
 
-The kernel's limits (RLIMIT_CPU, RLIMIT_AS) count each process of a session on its own: a session of many threads or
-processes, or one whose child ignores SIGXCPU, would use many times its CPU time and memory. The worker bounds the
+The kernel's limits (RLIMIT_CPU, RLIMIT_AS) count each process of a session on its own, and RLIMIT_CPU's signal,
+SIGXCPU, can be ignored: a session of several processes, or one that ignores SIGXCPU, would use many times its CPU
+time and memory. The worker bounds the
 session as a whole with :class:`SessionBudget`, which it polls while a call runs, and kills the session when the
 budget is spent. A session's processes are its first process and every descendant: an orphan is adopted by the first
 process, which is the init of the session's PID namespace.
 
-Polled, so inexact in two ways that the isolation report states: memory can overshoot between two polls (at most
+Inexact in two ways, which SandboxConfig's documentation states: memory can overshoot between two polls (at most
 what the code allocates in :data:`POLL_INTERVAL_S`), and the CPU time of a process that ended and was never waited
 for (its parent ignored SIGCHLD) is lost to the count; the per-process kernel limits and the wall-clock limit still
 bound both.
@@ -19,7 +20,8 @@ import resource
 
 from jail import PROC_DIR  # a /proc of the worker's PID namespace, in which the zygote's pids are valid
 
-# How often a running call's session is measured. A call that ends sooner is never measured: quick calls pay nothing.
+# How often a running call's session is measured (SandboxConfig's documentation and Isolation.describe say 50 ms). A
+# call that ends sooner is never measured: quick calls pay nothing.
 POLL_INTERVAL_S = 0.05
 _TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 _PAGE_BYTES = resource.getpagesize()

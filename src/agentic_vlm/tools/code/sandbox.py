@@ -8,7 +8,8 @@ a call fails, training does not.
 
 What a call may do is bounded by :class:`SandboxConfig`. Every limit is enforced outside the code's reach: by
 the kernel (namespaces, rlimits, tmpfs sizes, a seccomp filter) or by the worker, which kills the code's whole
-session at the deadline and caps what it forwards. Nothing a worker sends is trusted either: its replies are read
+session at the deadline or once its processes together have used up their CPU time or memory, and caps what it
+forwards. Nothing a worker sends is trusted either: its replies are read
 with limits on their size and nesting (checked before anything is allocated) and checked field by field.
 """
 
@@ -74,8 +75,9 @@ class SandboxConfig:
             killed when it passes (and a kept session is stopped between its calls).
         cpu_time_s: CPU time one call may use, all threads and processes of its session together (default:
             ``timeout_s``). The worker measures the session every 50 ms while the call runs and kills it past
-            this; each process also has RLIMIT_CPU at this many seconds rounded up (SIGXCPU, which the code may
-            ignore; for a call without a session, SIGKILL a second later).
+            this (a process that ends without being waited for escapes the count, not the wall-clock limit); each
+            process also has RLIMIT_CPU at this many seconds rounded up (SIGXCPU, which the code may ignore; for a
+            call without a session, SIGKILL a second later).
         memory_mb: Memory the code may use: each process may map this much beyond what the warm worker already
             maps (RLIMIT_AS, so an allocation past it is a MemoryError), and the session's processes together may
             hold this much beyond the warm worker's resident memory (their proportional set sizes summed, measured

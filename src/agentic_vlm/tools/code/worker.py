@@ -9,7 +9,8 @@ Process tree of one worker::
 
     launcher      the process the trainer started; only waits for the worker (a new PID namespace needs a child)
     └── worker    PID 1 of its own PID namespace; own user (if not root), network, IPC, UTS and mount
-        │         namespaces; the private read-only root; reads the calls, never runs code
+        │         namespaces; the private read-only root; reads the calls, never runs code; measures the session
+        │         of the running call (CPU time, memory) through a /proc of its own PID namespace (accounting.py)
         └── zygote    forked by the worker before the first call arrives; forks every session, reaps them, and
             │         reports their ends to the worker; never sees a call
             └── session   PID 1 of a PID namespace of its own, own mount namespace showing only its /sandbox and
@@ -417,16 +418,18 @@ class Worker:
         failure = None
         checked, images = None, []
         budget = None
-        if self.confinement.session_limits:  # measured from now on: a kept session's earlier calls had their own
-            memory = (settings["memory_mb"] << 20, self.baseline[1])
-            budget = accounting.SessionBudget(session.pid, settings["cpu_time_s"], *memory)
-        next_check = time.monotonic() + accounting.POLL_INTERVAL_S
         try:
             write_frame(session.request, request, (), deadline)
             # The zygote forks the next spare while this call runs (on another core, where there is one); ordered
             # only now, so that the call does not wait for its tmpfs to be mounted.
             with contextlib.suppress(OSError):  # the next call orders it again, and reports what fails
                 self._order_spare()
+            # CPU time counts from here, a kept session's earlier calls had their own. Measured once the session has
+            # the call, so that the call does not wait for it; what it misses of the call is a fraction of a ms.
+            if self.confinement.session_limits:
+                memory = (settings["memory_mb"] << 20, self.baseline[1])
+                budget = accounting.SessionBudget(session.pid, settings["cpu_time_s"], *memory)
+            next_check = time.monotonic() + accounting.POLL_INTERVAL_S
             poller = select.poll()
             for fd in (session.result, session.output, self.zygote.fileno()):
                 poller.register(fd, select.POLLIN)
