@@ -62,10 +62,9 @@ class ModelFamily:
     # offline copy exists (tiny models of the family then use the small trained vocabulary only).
     base_vocabulary: str | None = None
     pretokenizer_pattern: str = ""
-    # Vision inputs of the model's forward pass, and the per-token map of image (1) and video (2) tokens from which it
+    # The input that maps image (1) and video (2) tokens, besides pixel_values and image_grid_thw, from which the model
     # computes 3-D rotary positions. Qwen3-VL and Qwen3.5 refuse images without the map; Qwen2.5-VL silently falls back
     # to 1-D positions (wrong ones), so generation must always pass it.
-    vision_input_keys: tuple[str, ...] = ("pixel_values", "image_grid_thw")
     token_type_key: str = "mm_token_type_ids"
     patch_size: int = 14
     chat_template: str | None = None  # the stock template, by its file name in TRL's ``trl/chat_templates``

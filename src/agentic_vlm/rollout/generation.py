@@ -34,7 +34,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from ..families import end_of_turn_token_ids
+from ..families import end_of_turn_token_ids, family_of
 
 
 @dataclass
@@ -230,14 +230,16 @@ def generate_turn(
     stop_strings: list[str],
     eos_token_ids: list[int],
     suppress_token_ids: list[int],
-    image_token_id: int | None,
+    token_type_key: str | None = None,
+    token_types: dict[int, int] | None = None,
     forced_ids: list[list[int]] | None = None,
 ) -> tuple[list[list[int]], list[list[float]]]:
     """Generate the next turn of every request; returns the new token ids and their sampled log-probabilities.
 
     Each row ends at its first EOS (kept), right after its first stop string, or after ``max_new_tokens``. With
     ``forced_ids``, row r writes exactly ``forced_ids[r]`` through the same generation path, and the log-probabilities
-    are the model's for those tokens (scripted rollouts in tests and benchmarks).
+    are the model's for those tokens (scripted rollouts in tests and benchmarks). A vision model gets the map of its
+    placeholder tokens as ``token_type_key`` (``token_types``: placeholder id -> value; see ``ModelFamily``).
     """
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id
@@ -250,10 +252,13 @@ def generate_turn(
     inputs = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
     for key, value in vision_inputs(requests).items():
         inputs[key] = value.to(device)
-    if image_token_id is not None:
-        # The registered families (``ModelFamily.token_type_key``) derive their 3-D rotary positions from this map of
-        # the image tokens: Qwen3-VL and Qwen3.5 refuse images without it, Qwen2.5-VL falls back to 1-D positions.
-        inputs["mm_token_type_ids"] = (inputs["input_ids"] == image_token_id).long()
+    if token_type_key is not None:
+        # The model derives its 3-D rotary positions from this map: Qwen3-VL and Qwen3.5 refuse images without it,
+        # Qwen2.5-VL falls back to 1-D positions.
+        token_type_ids = torch.zeros_like(inputs["input_ids"])
+        for token_id, value in (token_types or {}).items():
+            token_type_ids[inputs["input_ids"] == token_id] = value
+        inputs[token_type_key] = token_type_ids
 
     recorder = _SampledLogprobRecorder(settings.temperature)
     action_stop = _ActionStop(tokenizer, stop_strings, prompt_length=width, rows=len(requests))
@@ -300,9 +305,14 @@ class TransformersTurnGenerator:
         self.stop_strings = stop_strings
         self.settings = settings
         self.eos_token_ids = eos_token_ids or end_of_turn_token_ids(self.tokenizer, model_config)
-        self.image_token_id = getattr(model_config, "image_token_id", None)
-        pads = (self.image_token_id, getattr(model_config, "video_token_id", None))
+        pads = (getattr(model_config, "image_token_id", None), getattr(model_config, "video_token_id", None))
         self.suppress_token_ids = [token_id for token_id in pads if token_id is not None]
+        self.token_type_key, self.token_types = None, {}
+        if pads[0] is not None:  # a vision model, of a registered family
+            family = family_of(model_config)
+            self.token_type_key = family.token_type_key
+            self.token_types = {self.tokenizer.convert_tokens_to_ids(token): value
+                                for token, value in family.token_types.items()}
 
     def generate(self, model, requests: list[TurnRequest], max_new_tokens: int,
                  forced_ids: list[list[int]] | None = None):
@@ -310,7 +320,7 @@ class TransformersTurnGenerator:
             model, self.tokenizer, requests,
             max_new_tokens=max_new_tokens, settings=self.settings, stop_strings=self.stop_strings,
             eos_token_ids=self.eos_token_ids, suppress_token_ids=self.suppress_token_ids,
-            image_token_id=self.image_token_id, forced_ids=forced_ids,
+            token_type_key=self.token_type_key, token_types=self.token_types, forced_ids=forced_ids,
         )
 
 
