@@ -246,13 +246,15 @@ class AgenticGRPOTrainer(GRPOTrainer):
 
     def _check_image_tokens(self, input_ids, attention_mask, image_grid_thw, num_images) -> None:
         """Each row's image tokens (where attended) match the features of its images, in order."""
-        counts = num_images if num_images is not None else [len(image_grid_thw)]
-        grids = torch.split(image_grid_thw, list(counts))
+        input_ids, attention_mask, image_grid_thw = input_ids.cpu(), attention_mask.cpu(), image_grid_thw.cpu()
+        if num_images is None:  # TRL passes it with the images; without it, rows cannot be told apart
+            rows, counts = [input_ids[attention_mask.bool()]], [len(image_grid_thw)]
+        else:
+            rows, counts = [ids[mask.bool()] for ids, mask in zip(input_ids, attention_mask, strict=True)], num_images
         image_token_id = self.model.config.image_token_id
         merge_length = self.processing_class.image_processor.merge_size ** 2
-        for row, grid in enumerate(grids):
-            ids = input_ids[row][attention_mask[row].bool()]
-            mismatch = image_token_mismatch(ids.cpu(), grid.cpu() if len(grid) else None, image_token_id, merge_length)
+        for row, (ids, grid) in enumerate(zip(rows, torch.split(image_grid_thw, list(counts)), strict=True)):
+            mismatch = image_token_mismatch(ids, grid if len(grid) else None, image_token_id, merge_length)
             if mismatch is None:
                 continue
             index, tokens, features = mismatch

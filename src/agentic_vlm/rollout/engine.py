@@ -491,14 +491,14 @@ class RolloutEngine:
 
     def _tokenize_plain(self, text: str) -> list[int]:
         """Token ids of ``text`` in which the string of an added token (``<|im_end|>``, ``<|image_pad|>``, also the
-        non-special ones such as ``<tool_call>``) is ordinary characters: it is split after its first character, so
-        neither half can become that token."""
+        non-special ones such as ``<tool_call>``) is ordinary characters: it is split after its first character and
+        the halves are tokenized apart, so neither can become that token (nor the rest another one)."""
         ids = []
         for index, piece in enumerate(self._added_token_pattern.split(text)):
-            halves = (piece[:1], piece[1:]) if index % 2 else (piece,)
-            for half in halves:
-                if half:
-                    ids += self.tokenizer(half, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            if index % 2:  # an added token's string
+                ids += self.tokenizer(piece[:1], add_special_tokens=False)["input_ids"] + self._tokenize_plain(piece[1:])
+            elif piece:
+                ids += self.tokenizer(piece, add_special_tokens=False, split_special_tokens=True)["input_ids"]
         return ids
 
     def _check_image_tokens(self, trajectory: Trajectory) -> None:
