@@ -249,3 +249,18 @@ def test_squad_dict_answers_are_their_texts():
         call(accuracy, completions[:1], answer=[{"answer": "Paris"}])
     with pytest.raises(ValueError, match="an answer must be a string, a number, a list of them"):
         call(accuracy, completions[:1], answer=[[["Paris"]]])
+
+
+def test_trainer_refuses_unreadable_answers_before_training(tiny_model_dir):
+    from datasets import Dataset
+
+    from agentic_vlm import AgenticGRPOConfig, AgenticGRPOTrainer
+    from agentic_vlm.data import DatasetFormatError
+
+    args = AgenticGRPOConfig(output_dir="unused", use_cpu=True, report_to=[], per_device_train_batch_size=2,
+                             num_generations=2)
+    # a list of lists: each row's answers nested one level too deep
+    rows = [{"prompt": [{"role": "user", "content": "q"}], "answer": answer} for answer in ([["red"]], [["blue"]])]
+    with pytest.raises(DatasetFormatError, match=r"train_dataset, row 1: field 'answer': an answer must be a string"):
+        AgenticGRPOTrainer(model=tiny_model_dir, args=args, train_dataset=Dataset.from_list(rows), tools=TOOLS,
+                           protocol=PROTOCOL)

@@ -30,6 +30,7 @@ from trl.models.utils import unwrap_model_for_generation
 
 from .config import AgenticGRPOConfig
 from .console import CompactPrinterCallback, CompactProgressCallback
+from .data.validation import check_answers
 from .families import end_of_turn_token_ids, family_of
 from .frames import ImageView, image_token_mismatch
 from .protocols import Protocol, get_protocol
@@ -83,6 +84,8 @@ class AgenticGRPOTrainer(GRPOTrainer):
             raise ValueError("AgenticGRPOTrainer needs at least one tool; for plain GRPO use trl.GRPOTrainer.")
         if reward_funcs is None:
             reward_funcs = build_reward_funcs(args.reward_funcs, protocol, tools, args.reward_kwargs)
+        check_answers(train_dataset, "train_dataset")
+        check_answers(eval_dataset, "eval_dataset")
 
         if args.use_vllm and args.vllm_mode == "colocate" and args.vllm_tensor_parallel_size > 1:
             raise ValueError(

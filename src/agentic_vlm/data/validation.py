@@ -16,6 +16,7 @@ import datasets
 import PIL.Image
 from datasets import Dataset, Image, Sequence
 
+from ..rewards.answers import as_truth_list
 from .records import DatasetFormatError
 
 logger = logging.getLogger(__name__)
@@ -79,3 +80,16 @@ def check_images(dataset: Dataset, source: str, *, skip_bad_rows: bool = False,
     logger.warning("skipped %d bad row(s) of %d in %s; the first:\n  %s", len(reasons), len(dataset), source,
                    "\n  ".join(reasons[:REASONS_SHOWN]))
     return dataset.select(good)
+
+
+def check_answers(dataset, source: str, column: str = "answer") -> None:
+    """Raise :class:`DatasetFormatError` naming the row if an ``answer`` cell is not one the rewards can read (a
+    string, a number, a list of them, SQuAD's ``{"text": [...]}`` or ``None``; see
+    :func:`~agentic_vlm.rewards.answers.as_truth_list`), so that it fails before training, not at its batch."""
+    if not isinstance(dataset, Dataset) or column not in dataset.column_names:
+        return
+    for index, cell in enumerate(dataset[column]):
+        try:
+            as_truth_list(cell)
+        except ValueError as error:
+            raise DatasetFormatError(f"{source}, row {index + 1}: field {column!r}: {error}") from None
