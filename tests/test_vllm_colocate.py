@@ -70,7 +70,11 @@ def logp_difference(trainer) -> float:
     return trainer._metrics["train"]["sampling/sampling_logp_difference/mean"][-1]
 
 
-def test_vllm_log_probs_match_the_training_forward_pass(trainer, rows):
+@pytest.mark.parametrize("schedule", ["continuous", "turn-synchronous"])
+def test_vllm_log_probs_match_the_training_forward_pass(trainer, rows, schedule, monkeypatch):
+    assert trainer.rollout_engine.generate_one is not None  # continuous is the default with vLLM
+    if schedule == "turn-synchronous":
+        monkeypatch.setattr(trainer.rollout_engine, "generate_one", None)
     check_log_probs_match(trainer, rows)
 
 
@@ -82,8 +86,10 @@ def test_vllm_log_probs_match_the_training_forward_pass_for_qwen3_vl(tmp_path_fa
 
 def check_log_probs_match(trainer, rows):
     syncs = trainer.vllm_generation.weight_syncs
+    trainer.state.global_step += 1  # a new step: its weights are pushed once, before the first turn
     batch = trainer._generate_and_score_completions(rows)
     trajectories = trainer._rollout_trajectories
+    assert [t.row for t in trajectories] == rows  # in the order of the prompts
     assert trainer.vllm_generation.weight_syncs == syncs + 1  # one push for all the turns of the rollout
     for trajectory in trajectories:
         assert [turn.action.kind for turn in trajectory.turns] == ["tool", "tool", "tool"]

@@ -64,6 +64,12 @@ class AgenticGRPOConfig(GRPOConfig):
             log-probabilities match the training forward pass in fp32 (exactness checks, CPU tests); TRL alone would
             run vLLM in the checkpoint's dtype, and vLLM downcasts fp32 checkpoints to 16 bits.
 
+        continuous_rollouts (`bool`, *optional*, defaults to `True`):
+            With vLLM (colocate or server), each trajectory runs its own generate -> tool -> generate loop: no turn
+            waits for the slowest generation or the slowest tool of the batch. `False` steps all trajectories turn by
+            turn. Rollouts with transformers' `generate` are always turn by turn (under ZeRO-3 the ranks gather
+            parameters together inside generation).
+
         > Rewards
 
         reward_funcs (`list[str]`, *optional*, defaults to `["accuracy", "format"]`):
@@ -103,6 +109,10 @@ class AgenticGRPOConfig(GRPOConfig):
     mask_over_turn_completions: bool = field(
         default=False,
         metadata={"help": "Leave trajectories that hit max_turns without answering out of the loss (Mini-o3)."},
+    )
+    continuous_rollouts: bool = field(
+        default=True,
+        metadata={"help": "With vLLM, each trajectory runs its own generate/tool loop instead of turn by turn."},
     )
     reward_funcs: list[str] = field(
         default_factory=lambda: ["accuracy", "format"], metadata={"help": "Reward functions to build by name."}

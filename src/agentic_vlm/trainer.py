@@ -172,6 +172,8 @@ class AgenticGRPOTrainer(GRPOTrainer):
             chat_template_kwargs=self.chat_template_kwargs,
             image_view=image_view,
             keep_pixel_values=not self.use_vllm,  # vLLM takes the images themselves
+            # vLLM batches whatever requests it holds at each step and runs no collective inside generation.
+            generate_one=self._vllm_turn_generator.generate_one if self.use_vllm and args.continuous_rollouts else None,
         )
         self._rollout_rows: list[dict] = []
         self._rollout_trajectories: list[Trajectory] = []

@@ -1,24 +1,27 @@
 """The turn loop: live multi-turn rollouts with tools.
 
-Every turn, the engine
+A trajectory's turn is: generate the next assistant turn, stopping right after an action; ask the protocol which
+action it wrote; run the tool (a failure, a timeout, a malformed action or a result that cannot be shown becomes an
+observation that says what went wrong); append the observation, text and images, as tokens that the loss never sees
+(``tool_mask == 0``): the text as plain text (a special token's string in it is ordinary characters, never
+structure), cut to ``max_observation_tokens``; each image fitted to what the processor accepts. A trajectory ends
+when it answers, runs out of turns or runs out of its token budget. Its token ids are exactly the ones the model was
+conditioned on while sampling (never re-tokenized text), so the training forward pass sees what generation saw,
+images and 3-D rotary positions included. Before every generation call, each image's tokens in the ids are checked
+against its features.
 
-1. generates the next assistant turn of all still-active trajectories in one batched call (the generation function
-   is given: TRL's vLLM path in training, transformers' ``generate`` elsewhere), stopping right after an action,
-2. asks the protocol which action each turn wrote,
-3. runs the tool calls of all trajectories concurrently on one event loop (a failure, a timeout, a malformed
-   action or a result that cannot be shown becomes an observation that says what went wrong),
-4. appends each observation, text and images, as tokens that the loss never sees (``tool_mask == 0``): the text as
-   plain text (a special token's string in it is ordinary characters, never structure), cut to
-   ``max_observation_tokens``; each image fitted to what the processor accepts,
+Two schedules run these turns (``run`` picks one):
 
-until a trajectory answers, runs out of turns or runs out of its token budget. The token ids of a trajectory are
-exactly the ones the model was conditioned on while sampling (never re-tokenized text), so the training forward pass
-sees what generation saw, images and 3-D rotary positions included. Before every generation call, each image's
-tokens in the ids are checked against its features.
-
-When several processes train together, ``sync_batch_size`` makes every rank run the same number of generation calls
-with the same batch size (ranks with fewer active trajectories pad with copies of one they have), so collective
-operations inside generation (ZeRO-3 parameter gathers, the vLLM server's gathers) never wait on a rank that stopped.
+- **Continuous** (``_run_continuous``), when the generation function can take one request at a time (vLLM, which
+  batches whatever requests it holds at each step): every trajectory runs its own loop, so a trajectory whose turn
+  finished runs its tool, and submits its next turn, while others are still generating. No turn waits for the
+  slowest generation or the slowest tool of the batch. Needs no collective operation inside generation: vLLM
+  colocated (one engine per rank) or on a server.
+- **Turn-synchronous** (``_run_turn_synchronous``): every turn, one batched generation call for all still-active
+  trajectories, then all their tool calls concurrently. Needed by transformers' ``generate`` and, under several
+  processes, by ZeRO-3: ``sync_batch_size`` makes every rank run the same number of generation calls with the same
+  batch size (ranks with fewer active trajectories pad with copies of one they have), so the parameter gathers inside
+  generation never wait on a rank that stopped.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 # (requests, max_new_tokens) -> (new token ids, their sampled log-probabilities) per request
 GenerateFn = Callable[[list[TurnRequest], int], tuple[list[list[int]], list[list[float]] | None]]
+# request -> awaitable (new token ids, their sampled log-probabilities): one request, its budget in max_new_tokens
+AsyncGenerateFn = Callable[[TurnRequest], Awaitable[tuple[list[int], list[float] | None]]]
 
 _SENTINEL = "\u2063AGENTIC_VLM_END_OF_TURN\u2063"
 _OBSERVATION_TEXT = "\u2063AGENTIC_VLM_OBSERVATION_TEXT_{}\u2063"  # one per result of a turn
@@ -170,6 +175,8 @@ class RolloutEngine:
         protocol: How actions and observations are written.
         tools: The tools the model may call, by their ``name``.
         generate: One batched generation call (see ``GenerateFn``).
+        generate_one: One request's generation, awaited (see ``AsyncGenerateFn``); given, the trajectories run
+            continuously instead of turn by turn.
         max_turns: Assistant turns per trajectory, the answer turn included.
         max_completion_length: Tokens after the prompt, model and observation tokens together.
         max_context_length: Longest sequence the model (or vLLM) accepts; an observation that would exceed it ends
@@ -209,6 +216,7 @@ class RolloutEngine:
         chat_template_kwargs: dict | None = None,
         image_view: ImageView | None = None,
         keep_pixel_values: bool = True,
+        generate_one: AsyncGenerateFn | None = None,
     ):
         names = [tool.name for tool in tools]
         if len(set(names)) != len(names):
@@ -224,6 +232,7 @@ class RolloutEngine:
         self.tools = tools
         self.tools_by_name = {tool.name: tool for tool in tools}
         self.generate = generate
+        self.generate_one = generate_one
         self.max_turns = max_turns
         self.max_completion_length = max_completion_length
         self.max_context_length = max_context_length
@@ -245,16 +254,53 @@ class RolloutEngine:
         self._eos_texts = sorted({self.tokenizer.decode([i]) for i in self.eos_token_ids}, key=len, reverse=True)
         self._loop = None
         self._loop_thread = None
-        self.tool_wall_seconds: list[float] = []  # of the last run: wall time of each turn's concurrent tool calls
+        # Of the last run: wall time of each turn's concurrent tool calls (turn-synchronous), of each call (continuous)
+        self.tool_wall_seconds: list[float] = []
 
     # ----------------------------------------------------------------------------------------------- the turn loop
     def run(self, prompts: list[list[dict]], rows: list[dict] | None = None) -> list[Trajectory]:
         """Roll out one trajectory per prompt (conversational messages; images as content parts)."""
         rows = rows if rows is not None else [{} for _ in prompts]
         trajectories = self._start(prompts, rows)
+        self.tool_wall_seconds = []
+        if self.generate_one is not None:
+            self._run_on_loop(self._run_continuous(trajectories))
+        else:
+            self._run_turn_synchronous(trajectories)
+        called = [t.id for t in trajectories if any(turn.action.kind == "tool" for turn in t.turns)]
+        if called:
+            self._run_on_loop(self._release(called))
+        return trajectories
+
+    async def _run_continuous(self, trajectories: list[Trajectory]) -> None:
+        tasks = [asyncio.ensure_future(self._roll_out(trajectory)) for trajectory in trajectories]
+        try:
+            await asyncio.gather(*tasks)
+        finally:  # when one failed (a prompt mismatch), the others stop too
+            for task in tasks:
+                task.cancel()
+
+    async def _roll_out(self, trajectory: Trajectory) -> None:
+        """One trajectory's own loop: generate, run the tool, append the observation, until it stops."""
+        for turn_index in range(self.max_turns):
+            self._check_image_tokens(trajectory)
+            room = self.max_completion_length - len(trajectory.completion_ids)
+            ids, logprobs = await self.generate_one(trajectory.request(room))
+            action = self._add_turn(trajectory, ids, logprobs, turn_index)
+            if trajectory.done:
+                trajectory.pixel_values = None  # read by generation only, and it is over for this one
+                return
+            observation, seconds = await self._call_tool(trajectory, action)
+            self.tool_wall_seconds.append(seconds)
+            trajectory.turns[-1].tool_seconds = seconds
+            self._append_observations([trajectory], [action], [observation])
+            if trajectory.done:
+                trajectory.pixel_values = None
+                return
+
+    def _run_turn_synchronous(self, trajectories: list[Trajectory]) -> None:
         # Rows that only pad a generation call to the size all ranks agreed on; their output is dropped.
         filler = trajectories[0].request()
-        self.tool_wall_seconds = []
         for turn_index in range(self.max_turns):
             active = [t for t in trajectories if not t.done]
             batch_size = self.sync_batch_size(len(active))
@@ -270,20 +316,9 @@ class RolloutEngine:
 
             calls = []
             for index, trajectory in enumerate(active):
-                room = self.max_completion_length - len(trajectory.completion_ids)
-                ids = new_ids[index][:room]
-                logprobs = new_logprobs[index][: len(ids)] if new_logprobs is not None else None
-                text = self.tokenizer.decode(ids, skip_special_tokens=True)
-                action = self.protocol.parse_action(text, self.tools)
-                trajectory.add_tokens(ids, from_model=True, logprobs=logprobs)
-                trajectory.turns.append(Turn(text=text, action=action))
-                if action.kind == "answer":
-                    trajectory.stop_reason = "answer"
-                elif len(trajectory.completion_ids) >= self.max_completion_length:
-                    trajectory.stop_reason = "length"
-                elif turn_index == self.max_turns - 1:
-                    trajectory.stop_reason = "max_turns"
-                else:
+                logprobs = new_logprobs[index] if new_logprobs is not None else None
+                action = self._add_turn(trajectory, new_ids[index], logprobs, turn_index)
+                if not trajectory.done:
                     calls.append((trajectory, action))
 
             for trajectory in active:
@@ -300,10 +335,23 @@ class RolloutEngine:
             for trajectory, _ in calls:
                 if trajectory.done:
                     trajectory.pixel_values = None
-        called = [t.id for t in trajectories if any(turn.action.kind == "tool" for turn in t.turns)]
-        if called:
-            self._run_on_loop(self._release(called))
-        return trajectories
+
+    def _add_turn(self, trajectory: Trajectory, ids: list[int], logprobs: list[float] | None,
+                  turn_index: int) -> Action:
+        """Append a generated turn; end the trajectory if it answered or has no budget or turn left."""
+        ids = ids[: self.max_completion_length - len(trajectory.completion_ids)]
+        logprobs = logprobs[: len(ids)] if logprobs is not None else None
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        action = self.protocol.parse_action(text, self.tools)
+        trajectory.add_tokens(ids, from_model=True, logprobs=logprobs)
+        trajectory.turns.append(Turn(text=text, action=action))
+        if action.kind == "answer":
+            trajectory.stop_reason = "answer"
+        elif len(trajectory.completion_ids) >= self.max_completion_length:
+            trajectory.stop_reason = "length"
+        elif turn_index == self.max_turns - 1:
+            trajectory.stop_reason = "max_turns"
+        return action
 
     # ------------------------------------------------------------------------------------------------------ tools
     async def _call_tools(self, calls: list[tuple[Trajectory, Action]]) -> list[tuple[Observation, float]]:

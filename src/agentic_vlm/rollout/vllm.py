@@ -14,14 +14,20 @@ What a multi-turn vision rollout needs from vLLM, and TRL's own vLLM path does n
 - **Each trajectory's own budget** as ``max_tokens`` (what is left of its ``max_completion_length``).
 - **Stop right after an action's closing tag**, the tag kept in the output.
 
+Both generators take a batch of requests (``__call__``, the turn-synchronous schedule) or one request at a time
+(``generate_one``, the continuous schedule: the colocated engine is stepped while requests come and go; the server
+gets one HTTP request per turn). ``busy_seconds`` adds up the time the engine spent generating.
+
 Log-probabilities are vLLM's ``processed_logprobs`` (after temperature, penalties, top-k/top-p), the quantity TRL's
 importance-sampling correction compares with the policy's; the engine must be started with that mode.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -114,6 +120,7 @@ class _VLLMTurnGenerator:
         self.settings = settings
         self.stop_strings = stop_strings
         self.banned_tokens = [token for token in (family.image_token, family.video_token) if token]
+        self.busy_seconds = 0.0  # time spent generating, for the engine's idle fraction
 
     def sampling_params(self, max_tokens: int) -> dict:
         settings = self.settings
@@ -153,26 +160,75 @@ class ColocateTurnGenerator(_VLLMTurnGenerator):
                  stop_strings: list[str], eos_token_ids: list[int]):
         super().__init__(processing_class, family, settings, stop_strings, eos_token_ids)
         self.llm_getter = llm_getter  # the trainer's engine may be rebuilt; ask for it on each call
+        self._submitted: list[tuple[TurnRequest, asyncio.Future]] = []
+        self._stepper: asyncio.Task | None = None
+        self._step_thread = None
 
-    def __call__(self, requests: list[TurnRequest], max_new_tokens: int):
+    def _prompt(self, request: TurnRequest) -> dict:
+        prompt = {"prompt_token_ids": self.prompt_ids(request)}
+        if request.images:
+            prompt["multi_modal_data"] = {"image": list(request.images)}
+        return prompt
+
+    def _params(self, request: TurnRequest, max_new_tokens: int):
         from vllm import SamplingParams
 
-        prompts = []
-        for request in requests:
-            prompt = {"prompt_token_ids": self.prompt_ids(request)}
-            if request.images:
-                prompt["multi_modal_data"] = {"image": list(request.images)}
-            prompts.append(prompt)
-        params = [SamplingParams(**self.sampling_params(_max_tokens(r, max_new_tokens))) for r in requests]
-        outputs = self.llm_getter().generate(prompts, sampling_params=params, use_tqdm=False)
-        completion_ids, logprobs = [], []
-        for request, output in zip(requests, outputs, strict=True):
-            check_expanded_prompt(request, output.prompt_token_ids, self.tokens)
-            sample = output.outputs[0]
-            completion_ids.append(list(sample.token_ids))
-            logprobs.append([step[token].logprob for token, step in zip(sample.token_ids, sample.logprobs,
-                                                                         strict=True)])
-        return completion_ids, logprobs
+        return SamplingParams(**self.sampling_params(_max_tokens(request, max_new_tokens)))
+
+    def _result(self, request: TurnRequest, output) -> tuple[list[int], list[float]]:
+        check_expanded_prompt(request, output.prompt_token_ids, self.tokens)
+        sample = output.outputs[0]
+        logprobs = [step[token].logprob for token, step in zip(sample.token_ids, sample.logprobs, strict=True)]
+        return list(sample.token_ids), logprobs
+
+    def __call__(self, requests: list[TurnRequest], max_new_tokens: int):
+        start = time.perf_counter()
+        outputs = self.llm_getter().generate([self._prompt(r) for r in requests],
+                                             sampling_params=[self._params(r, max_new_tokens) for r in requests],
+                                             use_tqdm=False)
+        self.busy_seconds += time.perf_counter() - start
+        results = [self._result(request, output) for request, output in zip(requests, outputs, strict=True)]
+        return [ids for ids, _ in results], [logprobs for _, logprobs in results]
+
+    async def generate_one(self, request: TurnRequest) -> tuple[list[int], list[float]]:
+        """Submit one request (its ``max_new_tokens`` is its budget) and await its turn. The engine is stepped, off
+        the event loop, while any request is unfinished; each step batches every request it holds."""
+        future = asyncio.get_running_loop().create_future()
+        self._submitted.append((request, future))
+        if self._stepper is None or self._stepper.done():
+            self._stepper = asyncio.ensure_future(self._step_engine())
+        return self._result(request, await future)
+
+    async def _step_engine(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._step_thread is None:
+            self._step_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vllm-step")
+        llm = self.llm_getter()
+        loop = asyncio.get_running_loop()
+        waiting: dict[str, asyncio.Future] = {}
+        try:
+            while self._submitted or waiting:
+                # Requests join between steps, on the event loop's thread: the engine is not thread-safe.
+                submitted, self._submitted = self._submitted, []
+                for request, future in submitted:
+                    [request_id] = llm.enqueue([self._prompt(request)], self._params(request, request.max_new_tokens),
+                                               use_tqdm=False)
+                    waiting[request_id] = future
+                start = time.perf_counter()
+                outputs = await loop.run_in_executor(self._step_thread, llm.llm_engine.step)
+                self.busy_seconds += time.perf_counter() - start
+                for output in outputs:
+                    if output.finished:
+                        future = waiting.pop(output.request_id)
+                        if not future.done():  # cancelled when another trajectory failed
+                            future.set_result(output)
+        except BaseException as error:
+            llm.llm_engine.abort_request(list(waiting))
+            for future in waiting.values():
+                if not future.done():
+                    future.set_exception(RuntimeError(f"the vLLM engine failed: {error!r}"))
+            raise
 
 
 class ServerTurnGenerator(_VLLMTurnGenerator):
@@ -197,31 +253,46 @@ class ServerTurnGenerator(_VLLMTurnGenerator):
         self.max_concurrent_requests = max_concurrent_requests
         self.model = self.client.get(f"{self.base_url}/v1/models").raise_for_status().json()["data"][0]["id"]
 
+    def _body(self, request: TurnRequest, max_new_tokens: int) -> dict:
+        body = {
+            "model": self.model,
+            "token_ids": self.prompt_ids(request),
+            "sampling_params": self.sampling_params(_max_tokens(request, max_new_tokens)),
+            "return_token_ids": True,
+        }
+        if request.images:
+            body["content_parts"] = [{"type": "image_url", "url": _data_url(image)} for image in request.images]
+        return body
+
+    def _result(self, request: TurnRequest, response) -> tuple[list[int], list[float]]:
+        if response.status_code != 200:
+            raise RuntimeError(f"the vLLM server at {self.base_url} answered {response.status_code}: "
+                               f"{response.text[:500]}")
+        response = response.json()
+        check_expanded_prompt(request, response["prompt_token_ids"], self.tokens)
+        choice = response["choices"][0]
+        return choice["token_ids"], [entry["logprob"] for entry in choice["logprobs"]["content"]]
+
     def __call__(self, requests: list[TurnRequest], max_new_tokens: int):
         def send(request: TurnRequest):
-            body = {
-                "model": self.model,
-                "token_ids": self.prompt_ids(request),
-                "sampling_params": self.sampling_params(_max_tokens(request, max_new_tokens)),
-                "return_token_ids": True,
-            }
-            if request.images:
-                body["content_parts"] = [{"type": "image_url", "url": _data_url(image)} for image in request.images]
-            response = self.client.post(f"{self.base_url}/inference/v1/generate", json=body)
-            if response.status_code != 200:
-                raise RuntimeError(f"the vLLM server at {self.base_url} answered {response.status_code}: "
-                                   f"{response.text[:500]}")
-            return response.json()
+            response = self.client.post(f"{self.base_url}/inference/v1/generate", json=self._body(request,
+                                                                                                 max_new_tokens))
+            return self._result(request, response)
 
+        start = time.perf_counter()
         with ThreadPoolExecutor(max_workers=max(1, min(self.max_concurrent_requests, len(requests)))) as pool:
-            responses = list(pool.map(send, requests))
-        completion_ids, logprobs = [], []
-        for request, response in zip(requests, responses, strict=True):
-            check_expanded_prompt(request, response["prompt_token_ids"], self.tokens)
-            choice = response["choices"][0]
-            completion_ids.append(choice["token_ids"])
-            logprobs.append([entry["logprob"] for entry in choice["logprobs"]["content"]])
-        return completion_ids, logprobs
+            results = list(pool.map(send, requests))
+        self.busy_seconds += time.perf_counter() - start
+        return [ids for ids, _ in results], [logprobs for _, logprobs in results]
+
+    async def generate_one(self, request: TurnRequest) -> tuple[list[int], list[float]]:
+        """One request (its ``max_new_tokens`` is its budget), sent as soon as it is made."""
+        import httpx
+
+        async with httpx.AsyncClient(timeout=self.client.timeout) as client:
+            response = await client.post(f"{self.base_url}/inference/v1/generate",
+                                         json=self._body(request, request.max_new_tokens))
+        return self._result(request, response)
 
     def close(self) -> None:
         self.client.close()
