@@ -103,9 +103,13 @@ def rows():
     return [dict(row) for _ in range(4)]
 
 
-def test_server_trajectories_match_the_training_forward_pass(trainer_and_generator, rows):
-    trainer, _ = trainer_and_generator
+@pytest.mark.parametrize("schedule", ["continuous", "turn-synchronous"])
+def test_server_trajectories_match_the_training_forward_pass(trainer_and_generator, rows, schedule, monkeypatch):
+    trainer, generator = trainer_and_generator
+    if schedule == "continuous":  # each trajectory sends its next turn as soon as its tool returned
+        monkeypatch.setattr(trainer.rollout_engine, "generate_one", generator.generate_one)
     batch = trainer._generate_and_score_completions(rows)
+    assert [t.row for t in trainer._rollout_trajectories] == rows
     for trajectory in trainer._rollout_trajectories:
         assert [turn.action.kind for turn in trajectory.turns] == ["tool", "tool", "tool"]
         assert len(trajectory.images) == 3
