@@ -214,7 +214,8 @@ class ColocateTurnGenerator(_VLLMTurnGenerator):
                 for request, future in submitted:
                     [request_id] = llm.enqueue([self._prompt(request)], self._params(request, request.max_new_tokens),
                                                use_tqdm=False)
-                    waiting[request_id] = future
+                    # enqueue returns the engine's id, "<id>-<8 random characters>"; outputs carry "<id>".
+                    waiting[request_id.rsplit("-", 1)[0]] = future
                 start = time.perf_counter()
                 outputs = await loop.run_in_executor(self._step_thread, llm.llm_engine.step)
                 self.busy_seconds += time.perf_counter() - start
