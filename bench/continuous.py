@@ -3,7 +3,7 @@
 Every trajectory makes ``--turns - 1`` tool calls and then a last turn. Generation lengths and tool latencies are
 heavy-tailed and seeded per (trajectory, turn), so both schedules see exactly the same workload: a turn writes a
 lognormal number of tokens (median ``--median_tokens``, sigma 1.2: p99 about 16x the median; end-of-sequence is
-ignored), a tool call waits a lognormal time (median 100 ms, sigma 1.29: p99 about 2 s). The tiny random Qwen2.5-VL
+ignored, no stop token), a tool call waits a lognormal time (median 100 ms, sigma 1.29: p99 about 2 s). The tiny random Qwen2.5-VL
 is the model; the prompts are text.
 
 Turn-synchronous: every turn waits for the slowest generation of the batch, then for the slowest tool. Continuous:
@@ -111,8 +111,7 @@ def main() -> None:
                   distributed_executor_backend="external_launcher")
         family = family_of(AutoConfig.from_pretrained(model_dir))
         tools = [WaitTool(args.seed)]
-        generator = FixedLengthTurns(lambda: llm, processor, family, SamplingSettings(), [],
-                                     [processor.tokenizer.eos_token_id], seed=args.seed,
+        generator = FixedLengthTurns(lambda: llm, processor, family, SamplingSettings(), [], [], seed=args.seed,
                                      median_tokens=args.median_tokens)
         prompts = [[{"role": "user", "content": f"Question {index}: what do you see?"}]
                    for index in range(args.trajectories)]

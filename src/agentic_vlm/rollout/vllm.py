@@ -162,6 +162,7 @@ class ColocateTurnGenerator(_VLLMTurnGenerator):
         self.llm_getter = llm_getter  # the trainer's engine may be rebuilt; ask for it on each call
         self._submitted: list[tuple[TurnRequest, asyncio.Future]] = []
         self._stepper: asyncio.Task | None = None
+        self._finished: set[str] = set()  # ids of finished requests (vLLM's ids only grow)
         self._step_thread = None
 
     def _prompt(self, request: TurnRequest) -> dict:
@@ -220,10 +221,16 @@ class ColocateTurnGenerator(_VLLMTurnGenerator):
                 outputs = await loop.run_in_executor(self._step_thread, llm.llm_engine.step)
                 self.busy_seconds += time.perf_counter() - start
                 for output in outputs:
-                    if output.finished:
-                        future = waiting.pop(output.request_id)
-                        if not future.done():  # cancelled when another trajectory failed
-                            future.set_result(output)
+                    if not output.finished:
+                        continue
+                    if output.request_id not in waiting:
+                        if output.request_id in self._finished:
+                            continue  # reported finished once more (seen once under load, not reproduced)
+                        raise RuntimeError(f"vLLM finished request {output.request_id}, which no trajectory waits for")
+                    self._finished.add(output.request_id)
+                    future = waiting.pop(output.request_id)
+                    if not future.done():  # cancelled when another trajectory failed
+                        future.set_result(output)
         except BaseException as error:
             llm.llm_engine.abort_request(list(waiting))
             for future in waiting.values():
