@@ -98,7 +98,7 @@ def main() -> None:
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
     from transformers import AutoConfig, AutoProcessor
     from trl.trainer.utils import ensure_master_addr_port
-    from vllm import LLM
+    from vllm import LLM, SamplingParams
 
     ensure_master_addr_port()
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,6 +117,9 @@ def main() -> None:
                    for index in range(args.trajectories)]
         rows = [{"index": index} for index in range(args.trajectories)]
 
+        # Warm-up outside the timings: vLLM compiles its graphs on the first batches it sees.
+        warm = [{"prompt_token_ids": processor.tokenizer(p[0]["content"])["input_ids"]} for p in prompts]
+        llm.generate(warm, SamplingParams(**generator.sampling_params(64)), use_tqdm=False)
         results = {}
         for name, continuous in (("turn-synchronous", False), ("continuous", True)):
             engine = RolloutEngine(processor, WaitEveryTurn(), tools, generator, max_turns=args.turns,
