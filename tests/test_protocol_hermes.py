@@ -148,3 +148,11 @@ def test_rewards_read_every_call_of_a_turn(tools):
     calls = [{"name": "zoom", "arguments": {"bbox_2d": box}} for box in ([1, 2, 3, 4], [5, 6, 7, 8])]
     turn = "\n".join(f"<tool_call>\n{json.dumps(call)}\n</tool_call>" for call in calls)
     assert tool_arguments([turn], HermesProtocol("qwen3-vl"), tools, "zoom") == ["[1, 2, 3, 4]", "[5, 6, 7, 8]"]
+
+
+def test_calls_past_the_limit_of_a_turn_do_not_run(tools):
+    call = '<tool_call>\n{"name": "search", "arguments": {"query": "Oslo"}}\n</tool_call>\n'
+    action = HermesProtocol("qwen2.5-vl", max_calls_per_turn=2).parse_action(call * 5, tools)
+    assert [c.kind for c in action.tool_calls] == ["tool", "tool", "invalid"]
+    assert "Only 2 tool calls of a turn run; the other 3 were not run." in action.tool_calls[2].error
+    assert HermesProtocol("qwen2.5-vl").parse_action(call * 8, tools).tool_calls[-1].kind == "tool"

@@ -50,10 +50,19 @@ def _visible(text: str) -> str:
 
 
 class HermesProtocol(Protocol):
+    """Args:
+        family: The model family (its tool-call format and templates).
+        max_calls_per_turn: Calls of one turn that run; a degenerate turn that writes thousands of blocks would
+            otherwise start thousands of tool calls (and cost seconds to parse). The rest get one result saying so.
+    """
+
     name = "hermes"
 
-    def __init__(self, family: ModelFamily | str):
+    def __init__(self, family: ModelFamily | str, max_calls_per_turn: int = 8):
+        if max_calls_per_turn < 1:
+            raise ValueError(f"max_calls_per_turn must be at least 1, got {max_calls_per_turn}")
         self.family = get_family(family) if isinstance(family, str) else family
+        self.max_calls_per_turn = max_calls_per_turn
 
     def system_prompt(self, tools: list[Tool]) -> str:
         return (
@@ -82,7 +91,11 @@ class HermesProtocol(Protocol):
             if answer is None:
                 return Action.invalid("The turn has neither a tool call nor an answer.")
             return Action(kind="answer", argument=answer)
-        return Action.several([self._parse_call(block.strip(), tools) for block in blocks])
+        calls = [self._parse_call(block.strip(), tools) for block in blocks[: self.max_calls_per_turn]]
+        if len(blocks) > self.max_calls_per_turn:
+            calls.append(Action.invalid(f"Only {self.max_calls_per_turn} tool calls of a turn run; the other "
+                                        f"{len(blocks) - self.max_calls_per_turn} were not run."))
+        return Action.several(calls)
 
     def _parse_call(self, block: str, tools: list[Tool]) -> Action:
         if self.family.tool_call_format == "xml_parameters":
