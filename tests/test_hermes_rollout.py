@@ -95,8 +95,8 @@ def test_trainer_forward_reproduces_sampling_logprobs_with_two_images_in_one_tur
     through transformers' generate; TRL's forward pass scores the model's tokens as sampling did."""
     import random
 
-    import torch
     from datasets import Dataset
+    from forward_pass import recompute_logps
 
     from agentic_vlm.config import AgenticGRPOConfig
     from agentic_vlm.data.synthetic import make_zoom_example
@@ -131,12 +131,7 @@ def test_trainer_forward_reproduces_sampling_logprobs_with_two_images_in_one_tur
         assert trajectory.images[1].size == (crop_side, crop_side)
     assert batch["num_images"] == [3, 3]
 
-    input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
-    attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
-    kwargs = {key: batch[key] for key in ("pixel_values", "image_grid_thw", "num_images", "mm_token_type_ids")}
-    with torch.no_grad():
-        logps, _, _ = trainer._get_per_token_logps_and_entropies(
-            trainer.model, input_ids, attention_mask, batch["completion_ids"].size(1), **kwargs)
+    logps = recompute_logps(trainer, batch)
     mask = (batch["completion_mask"] * batch["tool_mask"]).bool()
     assert mask.sum() > 30
     assert (logps - batch["sampling_per_token_logps"]).abs()[mask].max().item() < 1e-3

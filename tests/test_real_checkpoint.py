@@ -6,6 +6,7 @@ import json
 
 import torch
 from datasets import Dataset
+from forward_pass import recompute_logps
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -60,13 +61,7 @@ def test_group_samples_by_the_config_not_the_checkpoint(like_model_dir, tmp_path
     completions = {tuple(t.completion_ids) for t in trainer._rollout_trajectories}
     assert len(completions) >= 6
 
-    input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
-    attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
-    with torch.no_grad():
-        logps, _, _ = trainer._get_per_token_logps_and_entropies(
-            trainer.model, input_ids, attention_mask, batch["completion_ids"].size(1),
-            **{key: batch[key] for key in ("pixel_values", "image_grid_thw", "num_images", "mm_token_type_ids")},
-        )
+    logps = recompute_logps(trainer, batch)
     mask = (batch["completion_mask"] * batch["tool_mask"]).bool()
     assert (logps - batch["sampling_per_token_logps"]).abs()[mask].max().item() < 1e-3
 

@@ -13,6 +13,7 @@ import random
 import pytest
 import torch
 from datasets import Dataset
+from forward_pass import recompute_logps
 
 from agentic_vlm.config import AgenticGRPOConfig
 from agentic_vlm.data.synthetic import make_zoom_example
@@ -82,18 +83,6 @@ def scripted_batch(sharp_model_dir, tmp_path_factory):
     trainer.model.train()
     batch = trainer._generate_and_score_completions([dict(row), dict(row)])
     return trainer, batch
-
-
-def recompute_logps(trainer, batch, **overrides):
-    input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
-    attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
-    kwargs = {key: batch[key] for key in ("pixel_values", "image_grid_thw", "num_images", "mm_token_type_ids")}
-    kwargs |= overrides
-    with torch.no_grad():
-        logps, _, _ = trainer._get_per_token_logps_and_entropies(
-            trainer.model, input_ids, attention_mask, batch["completion_ids"].size(1), **kwargs
-        )
-    return logps
 
 
 def test_trajectories_carry_two_tool_images(scripted_batch):

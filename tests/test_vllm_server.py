@@ -9,8 +9,8 @@ import time
 
 import httpx
 import pytest
-import torch
 from datasets import Dataset
+from forward_pass import recompute_logps
 from launcher import free_port
 from vllm_helpers import REPO, ZoomEveryTurn, build_sharp_model, requires_vllm
 
@@ -113,12 +113,7 @@ def test_server_trajectories_match_the_training_forward_pass(trainer_and_generat
     for trajectory in trainer._rollout_trajectories:
         assert [turn.action.kind for turn in trajectory.turns] == ["tool", "tool", "tool"]
         assert len(trajectory.images) == 3
-    input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
-    attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
-    kwargs = {key: batch[key] for key in ("pixel_values", "image_grid_thw", "num_images", "mm_token_type_ids")}
-    with torch.no_grad():
-        logps, _, _ = trainer._get_per_token_logps_and_entropies(
-            trainer.model, input_ids, attention_mask, batch["completion_ids"].size(1), **kwargs)
+    logps = recompute_logps(trainer, batch)
     mask = (batch["completion_mask"] * batch["tool_mask"]).bool()
     assert mask.sum() > 40
     difference = (logps - batch["sampling_per_token_logps"]).abs()[mask]
