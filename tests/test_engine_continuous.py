@@ -4,6 +4,7 @@ processor and real tools; model turns scripted, one request at a time, as vLLM t
 import asyncio
 
 import pytest
+from test_engine import BrokenTool
 from transformers import AutoProcessor
 
 from agentic_vlm.protocols import ArftProtocol
@@ -27,14 +28,6 @@ class LoggedSleepTool(Tool):
         await asyncio.sleep(float(argument))
         self.log.append(("tool done", context.row["index"], context.turn))
         return Observation(text=f"slept {argument}")
-
-
-class BrokenTool(Tool):
-    name = "broken"
-    description = "anything: always fails"
-
-    async def __call__(self, argument, context):
-        raise RuntimeError("disk on fire")
 
 
 class OneAtATime:
