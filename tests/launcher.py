@@ -8,6 +8,7 @@ a minute later. The launcher's output goes to a log file in the run's directory;
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "train_worker.py"
 WATCHDOG_SECONDS = 240
+# What a rank prints as it dies: Python's exceptions, faulthandler's fatal-signal stacks, C++ aborts (gloo, glibc).
+ERROR_LINE = re.compile(r"Error|Exception|Fatal Python error|terminate called|what\(\)|Aborted|File \"|\[rank \d\]")
 
 
 @dataclass
@@ -25,10 +28,20 @@ class Run:
     returncode: int | None  # None: still running at the deadline, terminated
     output: str
 
+    @property
+    def crashed(self) -> bool:
+        """A rank died by a signal of its own (SIGABRT, SIGSEGV...), not by the launcher's SIGTERM after another rank
+        failed."""
+        return any(signal != "15" for signal in re.findall(r"Signal (\d+) \(SIG\w+\) received by PID", self.output))
+
     def report(self, lines: int = 150) -> str:
+        """The end of the output, then its error lines again (a CI log that keeps only the end still shows them)."""
         status = "killed at the deadline" if self.returncode is None else f"exit code {self.returncode}"
-        tail = "\n".join(self.output.splitlines()[-lines:])
-        return f"$ {' '.join(self.command)}\n{status}; last {lines} lines of output:\n{tail}"
+        output = self.output.splitlines()
+        tail = "\n".join(output[-lines:])
+        errors = "\n".join(line for line in output if ERROR_LINE.search(line))
+        return (f"$ {' '.join(self.command)}\n{status}; last {lines} lines of output:\n{tail}\n"
+                f"error lines of the whole output:\n{errors}")
 
 
 def free_port() -> int:

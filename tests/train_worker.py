@@ -174,6 +174,7 @@ def main(argv: list[str]) -> None:
     options = parser.parse_args(argv)
 
     faulthandler.dump_traceback_later(options.watchdog, exit=True)  # a hung rank must fail, and say where
+    faulthandler.enable(all_threads=True)  # so must a rank that aborts (a C++ abort in gloo prints no Python stack)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import deepspeed
 
