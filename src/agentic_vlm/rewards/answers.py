@@ -8,6 +8,7 @@ cost the same.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -20,6 +21,7 @@ ITEM_SEPARATOR = "||"
 
 ItemScore = Callable[[str, str], float]
 NumericScheme = Literal["tolerance", "linear"]
+RefocusMatch = Literal["exact", "normalized"]
 
 
 def as_truth_list(ground_truth: str | float | Sequence[str | float] | dict | None) -> list[str]:
@@ -85,8 +87,10 @@ def numeric_item_score(
     expected, predicted = parse_number(truth), parse_number(prediction)
     if expected is None:
         raise ValueError(f"the ground truth {truth!r} is not a number")
-    if predicted is None:
-        return 0.0
+    return 0.0 if predicted is None else _closeness(predicted, expected, scheme, rel_tol)
+
+
+def _closeness(predicted: float, expected: float, scheme: NumericScheme, rel_tol: float) -> float:
     if scheme == "tolerance":
         return float(within_relative_tolerance(predicted, expected, rel_tol))
     if scheme == "linear":
@@ -94,18 +98,42 @@ def numeric_item_score(
     raise ValueError(f"unknown numeric scheme {scheme!r}; use 'tolerance' or 'linear'")
 
 
+def float_number(text: str) -> float | None:
+    """The value of ``text`` if Python's ``float`` reads it (VTool-R1's ``is_number``: "42", " 4.5 ", "1e3"; not
+    "1,000" or "45%"), else ``None``; "nan" and "inf" are not numbers here (VTool-R1 scores them NaN)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 def refocus_item_score(
-    prediction: str, truth: str, scheme: NumericScheme = "linear", rel_tol: float = 0.05
+    prediction: str,
+    truth: str,
+    scheme: NumericScheme = "linear",
+    rel_tol: float = 0.05,
+    match: RefocusMatch = "exact",
 ) -> float:
     """VTool-R1's rule-based score of one part: a numeric truth by closeness (see :func:`numeric_item_score`; graded
-    by default), any other truth by normalised exact match.
+    by default), any other truth by exact match.
+
+    ``match="exact"`` is VTool-R1's ``refocus.py``: a part is a number when Python's ``float`` reads it, and a label
+    must be written as the truth writes it (case and punctuation count; the parts come stripped of surrounding
+    whitespace). ``match="normalized"`` is lenient: numbers as :func:`~.numeric.parse_number` reads them ("1,234",
+    "45%", "$3"), labels by SQuAD-normalised exact match ("the otters." is "Otters").
 
     A label that is a number ("2019") is scored as a number, so under ``"linear"`` a near year earns most of the
     credit; ``scheme="tolerance"`` with ``rel_tol=0`` asks for the exact value instead.
     """
-    if parse_number(truth) is None:
-        return exact_match_score(prediction, truth)
-    return numeric_item_score(prediction, truth, scheme, rel_tol)
+    if match not in ("exact", "normalized"):
+        raise ValueError(f"unknown ReFOCUS match {match!r}; use 'exact' or 'normalized'")
+    read_number = float_number if match == "exact" else parse_number
+    expected = read_number(truth)
+    if expected is None:
+        return float(prediction == truth) if match == "exact" else exact_match_score(prediction, truth)
+    predicted = read_number(prediction)
+    return 0.0 if predicted is None else _closeness(predicted, expected, scheme, rel_tol)
 
 
 def exact_match(prediction: str, ground_truths: str | Sequence[str]) -> float:

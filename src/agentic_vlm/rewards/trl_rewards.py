@@ -22,6 +22,7 @@ from ..protocols.base import Protocol
 from ..tools.base import Tool
 from .answers import (
     NumericScheme,
+    RefocusMatch,
     as_truth_list,
     exact_match,
     is_correct_item,
@@ -123,14 +124,21 @@ def make_numeric_reward(
 
 
 def make_refocus_accuracy_reward(
-    protocol: Protocol, tools: list[Tool], scheme: NumericScheme = "linear", rel_tol: float = 0.05
+    protocol: Protocol,
+    tools: list[Tool],
+    scheme: NumericScheme = "linear",
+    rel_tol: float = 0.05,
+    match: RefocusMatch = "exact",
 ) -> RewardFunc:
     """VTool-R1's rule-based score of chart and table answers (:func:`~.answers.refocus_item_score`): numeric truths
-    by relative error (``scheme`` and ``rel_tol`` as for ``numeric``; graded by default), other truths by normalised
-    exact match, parts joined by ``||`` one by one, best over the acceptable answers."""
+    by relative error (``scheme`` and ``rel_tol`` as for ``numeric``; graded by default), other truths by exact match
+    as written (``match="exact"``, VTool-R1's) or after SQuAD normalisation (``match="normalized"``), parts joined by
+    ``||`` matched one to one, best over the acceptable answers."""
     if scheme not in ("tolerance", "linear"):
         raise ValueError(f"unknown numeric scheme {scheme!r}; use 'tolerance' or 'linear'")
-    item_score = partial(refocus_item_score, scheme=scheme, rel_tol=rel_tol)
+    if match not in ("exact", "normalized"):
+        raise ValueError(f"unknown ReFOCUS match {match!r}; use 'exact' or 'normalized'")
+    item_score = partial(refocus_item_score, scheme=scheme, rel_tol=rel_tol, match=match)
 
     def refocus_accuracy(completions: list[list[dict]], answer: list, **kwargs) -> list[float | None]:
         return _answer_rewards(completions, answer, protocol, lambda p, truths: score_answer(p, truths, item_score))
