@@ -32,16 +32,35 @@ def test_cli_eval_of_the_tiny_model_writes_trajectories_and_summary_and_resumes(
         assert set(record["scores"]) == {"accuracy"} and set(record["rewards"]) == {"format"}
         assert Path(record["input_images"][0]).samefile(ROOT / "data" / "zoom" / "images" / f"{record['id']}.png")
 
-    main([*command, "--limit", "5"])  # the same output: only the two new items run
+    # The same items ran without tools too, in a run of their own.
+    no_tools = output.with_suffix(".no-tools.jsonl")
+    first_without = read_run(no_tools)
+    assert [record["id"] for record in first_without] == [record["id"] for record in first]
+    assert all(turn["action"] != "tool" for record in first_without for turn in record["turns"])
+    assert json.loads(no_tools.with_suffix(".settings.json").read_text())["pass"] == "without tools"
+    progress = capsys.readouterr().err
+    assert "rollouts with tools" in progress and "rollouts without tools" in progress
+
+    main([*command, "--limit", "5"])  # the same output: only the two new items run, in both passes
     records = read_run(output)
     assert [record["id"] for record in records][3:] == ["zoom-test-00003", "zoom-test-00004"]
     assert [record["trajectory_id"] for record in records[:3]] == [record["trajectory_id"] for record in first]
+    without = read_run(no_tools)
+    assert [record["id"] for record in without] == [record["id"] for record in records]
+    assert [record["trajectory_id"] for record in without[:3]] == [record["trajectory_id"] for record in first_without]
     summary = json.loads(output.with_suffix(".summary.json").read_text())
     assert summary["overall"]["count"] == 5
     assert summary["overall"]["accuracy"] == pytest.approx(sum(record["scores"]["accuracy"] for record in records) / 5)
     assert (summary["dataset"], summary["model"], summary["tools"]) == ("zoom", tiny_model_dir, ["zoom"])
+    right = [(record["correct"], other["correct"]) for record, other in zip(records, without, strict=True)]
+    assert summary["tool_use"] == pytest.approx({
+        "run_without_tools": str(no_tools), "metric": "accuracy", "items": 5,
+        "accuracy_with_tools": sum(w for w, _ in right) / 5, "accuracy_without_tools": sum(o for _, o in right) / 5,
+        "tool_gain": sum(w and not o for w, o in right) / 5, "tool_harm": sum(o and not w for w, o in right) / 5,
+        "tool_call_rate": summary["overall"]["tool_call_rate"]})
     printed = capsys.readouterr().out
     assert "overall" in printed and "accuracy" in printed and f"agentic-vlm view {output}" in printed
+    assert "tools, on 5 items (accuracy)" in printed and f"without tools: {no_tools}" in printed
 
 
 def test_coding_reference_solutions_score_full_marks_through_the_live_code_tool(tiny_model_dir, tmp_path):
@@ -122,7 +141,7 @@ def test_eval_resume_refuses_other_settings_or_weights_and_default_names_differ(
 
     output = tmp_path / "run.jsonl"
     command = ["eval", "--model", tiny_model_dir, "--dataset", "zoom", "--data-dir", str(ROOT / "data"),
-               "--max-turns", "2", "--max-completion-length", "24", "--limit", "2"]
+               "--max-turns", "2", "--max-completion-length", "24", "--limit", "2", "--skip-no-tools-pass"]
     main([*command, "--output", str(output)])
     recorded = json.loads(output.with_suffix(".settings.json").read_text())
     assert recorded["max_turns"] == 2 and recorded["model"] == tiny_model_dir and recorded["model_fingerprint"]
@@ -137,6 +156,9 @@ def test_eval_resume_refuses_other_settings_or_weights_and_default_names_differ(
     assert f"{output} was made with other settings" in error
     assert "max_turns: 2 then, 3 now" in error and "temperature: 0.0 then, 0.7 now" in error
     assert len(read_run(output)) == 2
+    with pytest.raises(SystemExit):  # a run without tools is not resumed as one with tools
+        main([*command[:-1], "--no-tools", "--output", str(output)])
+    assert "pass: 'with tools' then, 'without tools' now" in capsys.readouterr().err
 
     other = tmp_path / "elsewhere" / Path(tiny_model_dir).name  # a folder of the same name, other weights
     shutil.copytree(tiny_model_dir, other)

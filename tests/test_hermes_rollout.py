@@ -150,7 +150,8 @@ def test_cli_eval_and_viewer_with_hermes(family, tiny_model_dirs, tmp_path):
     output = tmp_path / "zoom.jsonl"
     main(["eval", "--model", tiny_model_dirs[family], "--dataset", "zoom", "--data-dir", str(root / "data"),
           "--protocol", "hermes", "--limit", "2", "--batch-size", "2", "--max-turns", "2",
-          "--max-completion-length", "48", "--temperature", "1.0", "--output", str(output)])
+          "--max-completion-length", "48", "--temperature", "1.0", "--skip-no-tools-pass",
+          "--output", str(output)])
     records = read_run(output)
     assert len(records) == 2 and all(record["turns"] and record["num_model_tokens"] > 0 for record in records)
     page = Path(write_html(output, tmp_path / "run.html")).read_text()

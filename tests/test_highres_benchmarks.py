@@ -171,22 +171,33 @@ def test_tool_use_counts_gain_harm_and_call_rate_item_by_item():
         tool_use(with_tools, [record("z", 1.0, 0)], "choice")
 
 
-@pytest.mark.parametrize("benchmark", ["vstar", "hrbench4k"])
-def test_cli_eval_with_tools_and_without(benchmark, tiny_model_dir, tmp_path, capsys):
+@pytest.mark.parametrize(("benchmark", "baseline"), [("vstar", "pass"), ("hrbench4k", "run")])
+def test_cli_eval_with_tools_and_without(benchmark, baseline, tiny_model_dir, tmp_path, capsys):
+    """One command runs the items with tools, then without (``baseline="pass"``, the default); or the run without tools
+    is made first with --no-tools and given with --without-tools (``"run"``)."""
     write_vstar(tmp_path / "vstar_bench")
     write_tsv(tmp_path / "hr_bench_4k.tsv", hrbench_rows())
     common = ["eval", "--model", tiny_model_dir, "--dataset", benchmark, "--data-dir", str(tmp_path), "--limit", "4",
               "--batch-size", "4", "--max-turns", "2", "--max-completion-length", "24"]
-    without, with_tools = tmp_path / "without.jsonl", tmp_path / "with.jsonl"
-    main([*common, "--no-tools", "--output", str(without)])
-    main([*common, "--output", str(with_tools), "--without-tools", str(without)])
+    with_tools = tmp_path / "with.jsonl"
+    if baseline == "pass":
+        without = tmp_path / "with.no-tools.jsonl"
+        main([*common, "--output", str(with_tools)])
+    else:
+        without = tmp_path / "without.jsonl"
+        main([*common, "--no-tools", "--output", str(without)])
+        main([*common, "--output", str(with_tools), "--without-tools", str(without)])
     summary = json.loads(with_tools.with_suffix(".summary.json").read_text())
     assert summary["tools"] == ["zoom", "code"] and summary["metrics"] == ["choice"]
-    assert json.loads(without.with_suffix(".summary.json").read_text())["tools"] == []
+    assert summary["pass"] == "with tools"
+    baseline_summary = json.loads(without.with_suffix(".summary.json").read_text())
+    assert baseline_summary["tools"] == [] and baseline_summary["pass"] == "without tools"
+    assert baseline_summary["overall"]["tool_call_rate"] == 0.0
     records, baseline = read_run(with_tools), {r["id"]: r for r in read_run(without)}
+    assert set(baseline) == {r["id"] for r in records}
     right = [(r["scores"]["choice"] == 1.0, baseline[r["id"]]["scores"]["choice"] == 1.0) for r in records]
     assert summary["tool_use"] == pytest.approx({
-        "metric": "choice", "items": 4,
+        "run_without_tools": str(without), "metric": "choice", "items": 4,
         "accuracy_with_tools": sum(w for w, _ in right) / 4, "accuracy_without_tools": sum(o for _, o in right) / 4,
         "tool_gain": sum(w and not o for w, o in right) / 4, "tool_harm": sum(o and not w for w, o in right) / 4,
         "tool_call_rate": sum(any(t["action"] == "tool" for t in r["turns"]) for r in records) / 4})

@@ -155,5 +155,12 @@ def test_system_prompt_needs_the_code_tool(protocol):
         protocol.system_prompt([ZoomTool()])
 
 
+def test_system_prompt_without_tools_asks_for_the_answer_only(protocol):
+    prompt = protocol.system_prompt([])
+    assert "THOUGHT 0:" in prompt and "FINAL ANSWER:" in prompt and "||" in prompt
+    assert "ACTION" not in prompt and "```python" not in prompt
+    assert protocol.parse_action("THOUGHT 0: I read 42.\nFINAL ANSWER: 42", []).argument == "42"
+
+
 def test_registered_by_name():
     assert isinstance(get_protocol("vtool"), VtoolProtocol)

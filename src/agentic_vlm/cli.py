@@ -179,11 +179,15 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a row with a larger image (width x height) is a bad row")
     parser.add_argument("--tools", type=_names, help="comma-separated tools (default: the benchmark's)")
     parser.add_argument("--no-tools", action="store_true",
-                        help="run without any tool, as the baseline that --without-tools compares with")
+                        help="run without any tool (one pass: the baseline alone)")
+    parser.add_argument("--skip-no-tools-pass", action="store_true",
+                        help="run the items with tools only; by default a run with tools also runs them without "
+                             "(RUN.no-tools.jsonl, resumed like the run) and its summary adds tool_use: the accuracy "
+                             "with and without tools, tool gain (right only with tools), tool harm (right only "
+                             "without) and the tool-call rate")
     parser.add_argument("--without-tools", metavar="RUN.jsonl",
-                        help="a run of the same items made with --no-tools: the summary adds the accuracy without "
-                             "tools, tool gain (right only with tools), tool harm (right only without) and the "
-                             "tool-call rate (default: none)")
+                        help="compare with this run of the same items made with --no-tools instead of running the "
+                             "pass without tools (default: none)")
     parser.add_argument("--tool-kwargs", type=_json_object, default={},
                         help="JSON: constructor arguments per tool, laid over the benchmark's option by option")
     parser.add_argument("--metrics", type=_names, help="comma-separated metrics (default: the benchmark's): "
@@ -230,7 +234,7 @@ def evaluate_command(args: argparse.Namespace) -> None:
     from transformers import AutoConfig
 
     from .data.validation import check_images
-    from .eval import evaluate, load_benchmark, load_for_inference, summary_path
+    from .eval import evaluate, load_benchmark, load_for_inference, no_tools_path, summary_path, write_summary
     from .eval.runner import check_same_settings, file_fingerprint, model_fingerprint, settings_fingerprint
     from .protocols import get_protocol
     from .recipe import check_model_exists
@@ -251,6 +255,8 @@ def evaluate_command(args: argparse.Namespace) -> None:
         raise UsageError("--no-tools runs without tools: leave out --tools and --tool-kwargs")
     if args.without_tools is not None and not Path(args.without_tools).is_file():
         raise UsageError(f"--without-tools {args.without_tools}: no such run (make it with --no-tools)")
+    if args.no_tools and (args.without_tools is not None or args.skip_no_tools_pass):
+        raise UsageError("--no-tools runs without tools only: leave out --without-tools and --skip-no-tools-pass")
     tool_names = [] if args.no_tools else args.tools if args.tools is not None else list(benchmark.tools)
     if not tool_names and not args.no_tools:
         raise UsageError(f"name the tools for {args.dataset} with --tools (zoom, search, code)")
@@ -278,12 +284,18 @@ def evaluate_command(args: argparse.Namespace) -> None:
         "temperature": args.temperature, "sampling": dataclasses.asdict(sampling),
         "tool_timeout": args.tool_timeout, "min_pixels": args.min_pixels, "max_pixels": args.max_pixels,
         "dtype": args.dtype, "batch_size": args.batch_size, "seed": args.seed,
+        "pass": "with tools" if tool_names else "without tools",
     }
     model_name = Path(args.model.rstrip("/")).name
     output = args.output or (f"outputs/eval/{benchmark.name}-{model_name}-{run_info['model_fingerprint'][:8]}-"
                              f"{settings_fingerprint(run_info)}.jsonl")
 
     check_same_settings(Path(output), run_info)  # before the model loads; `evaluate` checks again, harmlessly
+    # The same items without tools, in a run of their own next to this one (resumed and checked like it).
+    no_tools_pass = bool(tool_names) and args.without_tools is None and not args.skip_no_tools_pass
+    if no_tools_pass:
+        no_tools_info = {**run_info, "tools": [], "tool_kwargs": {}, "pass": "without tools"}
+        check_same_settings(no_tools_path(output), no_tools_info)
 
     import torch
 
@@ -292,15 +304,20 @@ def evaluate_command(args: argparse.Namespace) -> None:
                                           min_pixels=args.min_pixels, max_pixels=args.max_pixels)
     # The model's generation_config.json is not used: these are the settings.
     print(sampling.describe(), flush=True)
-    summary = evaluate(
-        model, processor, protocol, tools, benchmark, output,
-        metrics=args.metrics, reward_funcs=reward_funcs, run_info=run_info,
-        batch_size=args.batch_size, max_turns=args.max_turns, max_completion_length=args.max_completion_length,
-        sampling=sampling, tool_timeout=args.tool_timeout, system_prompt=args.system_prompt,
-        without_tools=args.without_tools,
+    rollout_options = dict(
+        metrics=args.metrics, batch_size=args.batch_size, max_turns=args.max_turns,
+        max_completion_length=args.max_completion_length, sampling=sampling, tool_timeout=args.tool_timeout,
+        system_prompt=args.system_prompt,
     )
+    summary = evaluate(model, processor, protocol, tools, benchmark, output, reward_funcs=reward_funcs,
+                       run_info=run_info, without_tools=args.without_tools, **rollout_options)
+    if no_tools_pass:
+        evaluate(model, processor, protocol, [], benchmark, no_tools_path(output), run_info=no_tools_info,
+                 reward_funcs=build_reward_funcs(args.rewards, protocol, [], args.reward_kwargs), **rollout_options)
+        summary = write_summary(output, benchmark, summary["metrics"], run_info, no_tools_path(output))
     print(_summary_table(summary))
-    print(f"trajectories: {output}\nsummary: {summary_path(output)}\n"
+    without = f"without tools: {no_tools_path(output)}\n" if no_tools_pass else ""
+    print(f"trajectories: {output}\n{without}summary: {summary_path(output)}\n"
           f"view them with: agentic-vlm view {output}")
 
 
@@ -310,10 +327,11 @@ def _summary_table(summary: dict) -> str:
     columns = ["count", "answered", *summary["metrics"], "tool_calls", "tool_call_rate"]
     rows = summary_rows(summary)
     width = max(len(label) for label, _ in rows)
-    lines = [" " * width + "".join(f"{column:>13}" for column in columns)]
+    widths = [max(13, len(column) + 2) for column in columns]
+    lines = [" " * width + "".join(f"{column:>{cell}}" for column, cell in zip(columns, widths, strict=True))]
     for label, figures in rows:
-        cells = "".join(f"{figures[column]:>13.3f}" if isinstance(figures[column], float) else f"{figures[column]:>13}"
-                        for column in columns)
+        cells = "".join(f"{figures[column]:>{cell}.3f}" if isinstance(figures[column], float)
+                        else f"{figures[column]:>{cell}}" for column, cell in zip(columns, widths, strict=True))
         lines.append(f"{label:<{width}}{cells}")
     if "tool_use" in summary:
         figures = summary["tool_use"]

@@ -19,7 +19,8 @@ Metrics by name:
 Parts written with ``||`` are scored one by one, except by ``choice``.
 
 Tool use: every summary counts tool calls per item and the fraction of items that made one. Given a run of the same
-items without tools (``agentic-vlm eval --no-tools``), :func:`tool_use` compares the two item by item.
+items without tools (``agentic-vlm eval`` makes one after each run with tools), :func:`tool_use` compares the two item
+by item.
 """
 
 from __future__ import annotations

@@ -93,7 +93,8 @@ def rollout_dataset(
         image_view=image_view_of(model, processing_class),
     )
     try:
-        with tqdm(total=len(dataset), desc="rollouts", disable=not progress) as bar:
+        desc = f"rollouts {'with' if tools else 'without'} tools"
+        with tqdm(total=len(dataset), desc=desc, disable=not progress) as bar:
             for start in range(0, len(dataset), batch_size):
                 rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
                 yield rows, engine.run([prompt_messages(row) for row in rows], rows)
@@ -168,6 +169,11 @@ def cut_incomplete_line(path: Path) -> None:
         logger.warning("%s: dropping an incomplete last line (the run was interrupted); that item runs again", path)
         with open(path, "r+b") as file:
             file.truncate(data.rfind(b"\n") + 1)
+
+
+def no_tools_path(output: str | Path) -> Path:
+    """Where ``agentic-vlm eval`` writes the pass without tools of the run ``RUN.jsonl``: ``RUN.no-tools.jsonl``."""
+    return Path(output).with_suffix(".no-tools.jsonl")
 
 
 def settings_path(output: str | Path) -> Path:
@@ -285,8 +291,9 @@ def evaluate(
     ``reward_funcs`` (TRL reward functions, async ones included) are recorded per item too. ``run_info`` (the model,
     its fingerprint, the data, every setting that changes results) goes into the summary and into
     :func:`settings_path`: resuming a run whose recorded ``run_info`` differs raises ``ValueError`` naming the
-    differences. ``without_tools`` is a run of the same items without tools: the summary's ``tool_use`` compares the
-    two (:func:`~agentic_vlm.eval.metrics.tool_use`). Other options are :func:`rollout_dataset`'s.
+    differences. ``without_tools`` is a run of the same items without tools (``agentic-vlm eval`` makes it in a second
+    pass, :func:`no_tools_path`): the summary's ``tool_use`` compares the two
+    (:func:`~agentic_vlm.eval.metrics.tool_use`). Other options are :func:`rollout_dataset`'s.
     """
     metrics = tuple(metrics or benchmark.metrics)
     check_metric_names(metrics)
@@ -321,10 +328,17 @@ def evaluate(
                 file.write(json.dumps(record, ensure_ascii=False) + "\n")
             file.flush()
 
+    return write_summary(output, benchmark, metrics, run_info, without_tools)
+
+
+def write_summary(output: str | Path, benchmark: Benchmark, metrics: Sequence[str], run_info: dict | None = None,
+                  without_tools: str | Path | None = None) -> dict:
+    """The summary of the run ``output`` (see :func:`evaluate`), written to :func:`summary_path` and returned."""
     summary = {"dataset": benchmark.name, "format": benchmark.format, "output": str(output),
                "metrics": list(metrics), **(run_info or {}), **summarize(read_run(output), metrics, benchmark.group_by)}
     if without_tools is not None:
-        summary["tool_use"] = tool_use(read_run(output), read_run(without_tools), metrics[0])
+        summary["tool_use"] = {"run_without_tools": str(without_tools),
+                               **tool_use(read_run(output), read_run(without_tools), metrics[0])}
     summary_path(output).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

@@ -42,6 +42,10 @@ _ANSWER_LINE = re.compile(rf"{FINAL_ANSWER}([^\n]*)")
 _THOUGHT = re.compile(r"\s*THOUGHT(?: \d+)?:[ \t]*\S.*", re.DOTALL)
 _ACTION_HEADER = re.compile(r"ACTION(?: \d+)?:[ \t]*\n")
 
+ANSWER_INSTRUCTIONS = (
+    f"{FINAL_ANSWER} and the answer alone on that line: a number without units, or a label as the image writes it. "
+    f"Separate several answers with ||, as in {FINAL_ANSWER} Oslo || Rome. This ends the conversation."
+)
 USAGE = (
     "End every turn with either ACTION k: and a ```python code block, closed by ```, or with FINAL ANSWER: and the "
     "answer."
@@ -52,6 +56,11 @@ class VtoolProtocol(Protocol):
     name = "vtool"
 
     def system_prompt(self, tools: list[Tool]) -> str:
+        if not tools:  # the baseline without tools (agentic-vlm eval's pass without tools)
+            return (
+                "You answer questions about charts and tables.\n"
+                f"Write THOUGHT 0: and your reasoning, then {ANSWER_INSTRUCTIONS}"
+            )
         code_tool = _code_tool(tools)
         return (
             "You answer questions about charts and tables. You can edit the image with Python to look closer before "
@@ -60,9 +69,7 @@ class VtoolProtocol(Protocol):
             "- ACTION k: and, on the next lines, one ```python code block. The code runs when the block closes; what "
             "it prints and the images it displays come back to you after OBSERVATION:, and you continue with "
             "THOUGHT k+1. You may act several times.\n"
-            f"- {FINAL_ANSWER} and the answer alone on that line: a number without units, or a label as the image "
-            f"writes it. Separate several answers with ||, as in {FINAL_ANSWER} Oslo || Rome. This ends the "
-            "conversation.\n"
+            f"- {ANSWER_INSTRUCTIONS}\n"
             f"The code: {code_tool.description}\n\n"
             "Example:\n"
             "THOUGHT 0: The question is about the Wins of Oslo, so I mark that column and row.\n"
