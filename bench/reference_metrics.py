@@ -8,7 +8,8 @@ first 75), which is reproduced here for the comparison.
 ReFOCUS (``--vtool-r1``): VTool-R1 published no ReFOCUS predictions, so the predictions are made here from each item of
 our ReFOCUS data, several of each kind a model writes: the truth verbatim and as VTool-R1's prompt ends it, variants
 in case, punctuation, whitespace and number format, numbers near and far, lists in order, reordered, partial, with an
-extra or a repeated item, and the answer turn of the item's reference solution (what a warm-started model writes).
+extra or a repeated item, and the answer turn of the item's reference solution (what a warm-started model writes);
+and the final turns of ``agentic-vlm eval`` runs given with ``--refocus-runs`` (what a model wrote).
 Each is scored by ``compute_score`` of VTool-R1's ``examples/reward_function/refocus.py`` and by our
 ``refocus_accuracy`` reward (the ``refocus`` metric's item score) on the same text; the means are printed per kind and
 overall, with the kinds where our definition differs on purpose marked.
@@ -177,7 +178,13 @@ def refocus_predictions(row: dict) -> list[tuple[str, str]]:
     return [(kind, text) for kind, text in kinds.items() if kind == "verbatim" or text != kinds["verbatim"]]
 
 
-def compare_refocus(vtool_r1: Path, data_files: list[Path]) -> float:
+def run_predictions(run: Path) -> list[tuple[str, str, str]]:
+    """``(kind, final turn, answer)`` for each item of an ``agentic-vlm eval`` run: what a model wrote."""
+    records = [json.loads(line) for line in run.read_text().splitlines()]
+    return [(f"run {run.name}", record["turns"][-1]["text"], record["answer"]) for record in records if record["turns"]]
+
+
+def compare_refocus(vtool_r1: Path, data_files: list[Path], runs: list[Path]) -> float:
     """Print the ReFOCUS comparison; return the largest difference in points over the kinds of prediction where no
     deliberate difference applies."""
     compute_score = vtool_compute_score(vtool_r1)
@@ -186,18 +193,19 @@ def compare_refocus(vtool_r1: Path, data_files: list[Path]) -> float:
                          for match in ("exact", "normalized"))
     scores: dict[str, list[tuple[float, float, float]]] = {}
     rows = [json.loads(line) for path in data_files for line in path.read_text().splitlines()]
-    for row in rows:
+    predictions = [(kind, text, row["answer"]) for row in rows for kind, text in refocus_predictions(row)]
+    predictions += [prediction for run in runs for prediction in run_predictions(run)]
+    for kind, text, answer in predictions:
         # The truth as a ReFOCUS file writes it (items joined by "|||") for VTool-R1, as our loader reads it for us.
-        reference_truth = "|||".join(split_items(row["answer"]))
-        for kind, text in refocus_predictions(row):
-            completion = [[{"role": "assistant", "content": text}]]
-            scores.setdefault(kind, []).append((
-                100 * compute_score([text], [reference_truth])[0]["overall"],
-                100 * exact(prompts=[None], completions=completion, answer=[row["answer"]])[0],
-                100 * normalized(prompts=[None], completions=completion, answer=[row["answer"]])[0],
-            ))
-    print(f"ReFOCUS: {len(rows)} items of {', '.join(path.name for path in data_files)}, "
-          f"{sum(map(len, scores.values()))} predictions; mean score in points")
+        reference_truth = "|||".join(split_items(answer))
+        completion = [[{"role": "assistant", "content": text}]]
+        scores.setdefault(kind, []).append((
+            100 * compute_score([text], [reference_truth])[0]["overall"],
+            100 * exact(prompts=[None], completions=completion, answer=[answer])[0],
+            100 * normalized(prompts=[None], completions=completion, answer=[answer])[0],
+        ))
+    print(f"ReFOCUS: {len(rows)} items of {', '.join(path.name for path in data_files)}"
+          + "".join(f", {run.name}" for run in runs) + f"; {len(predictions)} predictions; mean score in points")
     print("  (normalized: ours with match=normalized; overall: predictions the reference scores NaN left out)")
     print(f"  {'kind':32} {'count':>5} {'differing':>9} {'reference':>9} {'ours':>7} {'difference':>10} "
           f"{'normalized':>10}")
@@ -228,6 +236,8 @@ def main() -> None:
     parser.add_argument("--vtool-r1", type=Path, help="a VTool-R1 checkout")
     parser.add_argument("--refocus-data", type=Path, nargs="+", default=REFOCUS_DATA,
                         help="ReFOCUS items (JSON lines of `agentic-vlm make-data refocus`); default: data/refocus")
+    parser.add_argument("--refocus-runs", type=Path, nargs="*", default=[],
+                        help="`agentic-vlm eval` runs on ReFOCUS items: their final turns are scored too")
     args = parser.parse_args()
     if args.visual_arft is None and args.vtool_r1 is None:
         parser.error("give --visual-arft, --vtool-r1 or both")
@@ -235,7 +245,7 @@ def main() -> None:
         compare_mat(args.visual_arft)
     if args.vtool_r1 is not None:
         print(f"ReFOCUS: difference on predictions without a deliberate difference: "
-              f"{compare_refocus(args.vtool_r1, args.refocus_data):.2f} points")
+              f"{compare_refocus(args.vtool_r1, args.refocus_data, args.refocus_runs):.2f} points")
 
 
 if __name__ == "__main__":
