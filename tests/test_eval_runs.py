@@ -159,6 +159,10 @@ def test_eval_resume_refuses_other_settings_or_weights_and_default_names_differ(
     with pytest.raises(SystemExit):  # a run without tools is not resumed as one with tools
         main([*command[:-1], "--no-tools", "--output", str(output)])
     assert "pass: 'with tools' then, 'without tools' now" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*command, "--no-tools", "--output", str(output)])
+    assert "--no-tools runs without tools only: leave out --without-tools and --skip-no-tools-pass" in (
+        capsys.readouterr().err)
 
     other = tmp_path / "elsewhere" / Path(tiny_model_dir).name  # a folder of the same name, other weights
     shutil.copytree(tiny_model_dir, other)
