@@ -15,9 +15,9 @@ import torch
 from tqdm.auto import tqdm
 from trl.data_utils import prepare_multimodal_messages
 
+from .frames import image_token_mismatch
 from .protocols.base import Protocol
 from .rollout import RolloutEngine, ScriptedTurnGenerator, Trajectory
-from .rollout.generation import vision_inputs
 from .tools.base import Tool
 
 
@@ -27,10 +27,17 @@ def prompt_messages(row: dict) -> list[dict]:
     return prepare_multimodal_messages(row["prompt"], images=images)
 
 
-def trajectory_batch(trajectories: list[Trajectory], pad_token_id: int, image_token_id: int | None) -> dict:
-    """Right-padded model inputs and labels (-100 on the prompt, on observations and on padding)."""
+def trajectory_batch(trajectories: list[Trajectory], processing_class, image_token_id: int | None) -> dict:
+    """Right-padded model inputs and labels (-100 on the prompt, on observations and on padding), with the vision
+    inputs of every image of every trajectory.
+
+    The rollout engine lets go of a trajectory's pixel values once it is done (GRPO's forward pass encodes the images
+    again, as TRL does); so does this batch, and it checks each trajectory's image tokens against the features, since
+    the model would run on placeholder tokens without their images and say nothing.
+    """
+    tokenizer = getattr(processing_class, "tokenizer", processing_class)
     width = max(len(t.prompt_ids) + len(t.completion_ids) for t in trajectories)
-    input_ids = torch.full((len(trajectories), width), pad_token_id, dtype=torch.long)
+    input_ids = torch.full((len(trajectories), width), tokenizer.pad_token_id, dtype=torch.long)
     labels = torch.full((len(trajectories), width), -100, dtype=torch.long)
     attention_mask = torch.zeros((len(trajectories), width), dtype=torch.long)
     for row, t in enumerate(trajectories):
@@ -41,9 +48,21 @@ def trajectory_batch(trajectories: list[Trajectory], pad_token_id: int, image_to
         completion[torch.tensor(t.tool_mask) == 0] = -100
         labels[row, len(t.prompt_ids): len(ids)] = completion
     batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-    batch |= vision_inputs(trajectories)
-    if "pixel_values" in batch:
-        batch["mm_token_type_ids"] = (input_ids == image_token_id).long()
+    images = [image for t in trajectories for image in t.images]
+    if not images:
+        return batch
+    encoded = processing_class.image_processor(images=images, return_tensors="pt")
+    grids = encoded["image_grid_thw"].split([len(t.images) for t in trajectories])
+    merge_length = processing_class.image_processor.merge_size ** 2
+    for t, grid in zip(trajectories, grids, strict=True):
+        mismatch = image_token_mismatch(t.prompt_ids + t.completion_ids, grid if len(grid) else None,
+                                        image_token_id, merge_length)
+        if mismatch is not None:
+            index, tokens, features = mismatch
+            raise ValueError(f"warm start, trajectory {t.id}: {t.image_source(index)} has {tokens} image tokens in "
+                             f"the ids but {features} image features")
+    batch |= {"pixel_values": encoded["pixel_values"], "image_grid_thw": encoded["image_grid_thw"],
+              "mm_token_type_ids": (input_ids == image_token_id).long()}
     return batch
 
 
@@ -70,8 +89,8 @@ def supervised_warm_start(
         processing_class, protocol, tools, generator,
         max_turns=max(len(solution) for solution in dataset["solution"]),
         max_completion_length=max_completion_length,
+        keep_pixel_values=False,  # the script reads no image; the batch encodes them (trajectory_batch)
     )
-    tokenizer = getattr(processing_class, "tokenizer", processing_class)
     image_token_id = getattr(model.config, "image_token_id", None)
     device = next(model.parameters()).device
     optimizer = torch.optim.AdamW((p for p in model.parameters() if p.requires_grad), lr=learning_rate)
@@ -86,7 +105,7 @@ def supervised_warm_start(
             rows = [dataset[i] for i in indices[:batch_size]]
             del indices[:batch_size]
             trajectories = engine.run([prompt_messages(row) for row in rows], rows)
-            batch = trajectory_batch(trajectories, tokenizer.pad_token_id, image_token_id)
+            batch = trajectory_batch(trajectories, processing_class, image_token_id)
             loss = model(**{key: value.to(device) for key, value in batch.items()}).loss
             loss.backward()
             optimizer.step()
