@@ -42,11 +42,11 @@ def test_there_are_recipes_for_every_task():
 
 
 def test_a_short_run_scales_the_warm_start_down(capsys):
-    recipe = ROOT / "recipes" / "quickstart.yaml"  # 100 warm-start steps before 40 GRPO steps
+    recipe = ROOT / "recipes" / "quickstart.yaml"  # 110 warm-start steps before 60 GRPO steps
     script_args, _, _ = parse_recipe(recipe, ["--max_steps", "3"])
-    assert script_args.warmstart_steps == 8 and "warm start shortened to 8 of its 100" in capsys.readouterr().out
+    assert script_args.warmstart_steps == 6 and "warm start shortened to 6 of its 110" in capsys.readouterr().out
     assert parse_recipe(recipe, ["--max_steps", "3", "--warmstart_steps", "50"])[0].warmstart_steps == 50
-    assert parse_recipe(recipe, [])[0].warmstart_steps == 100
+    assert parse_recipe(recipe, [])[0].warmstart_steps == 110
 
 
 @pytest.mark.parametrize("recipe", ["quickstart.yaml", "arft_search_cpu.yaml", "arft_coding_cpu.yaml",
