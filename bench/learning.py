@@ -43,7 +43,8 @@ RECIPES = {"zoom": "quickstart.yaml", "search": "arft_search_cpu.yaml", "coding"
            "refocus": "vtool_cpu.yaml"}
 
 
-def held_out(model, processor, protocol, tools, dataset, reward, config) -> dict[str, float]:
+def held_out(model, processor, protocol, tools, dataset, reward, config, show: int = 0) -> dict[str, float]:
+    """Greedy rollouts on ``dataset``: mean reward, tool calls and answered rate; prints the first ``show`` ones."""
     scores, calls, answered = [], [], []
     for rows, trajectories in rollout_dataset(model, processor, protocol, tools, dataset, batch_size=16,
                                               max_turns=config.max_turns,
@@ -53,6 +54,9 @@ def held_out(model, processor, protocol, tools, dataset, reward, config) -> dict
         columns = {key: [row[key] for row in rows] for key in rows[0] if key != "prompt"}
         scores += [value or 0.0 for value in reward(prompts=[row["prompt"] for row in rows],
                                                     completions=completions, **columns)]
+        for row, trajectory in zip(rows, trajectories[: max(0, show - len(calls))], strict=False):
+            turns = "\n".join(f"  [{turn.action.kind}] {turn.text!r}" for turn in trajectory.turns)
+            print(f"{row['id']} (answer {row['answer']!r}, stop: {trajectory.stop_reason}):\n{turns}", flush=True)
         calls += [sum(turn.action.kind == "tool" for turn in t.turns) for t in trajectories]
         answered += [t.stop_reason == "answer" for t in trajectories]
     return {"reward": sum(scores) / len(scores), "tool_calls": sum(calls) / len(calls),
@@ -71,6 +75,7 @@ def main() -> None:
     parser.add_argument("--grpo-steps", type=int, help="default: the recipe's max_steps")
     parser.add_argument("--limit", type=int, help="held-out items (default: the whole test split)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--show", type=int, default=0, help="print the turns of the first N held-out rollouts")
     args, recipe_overrides = parser.parse_known_args()
     torch.manual_seed(args.seed)
     start = time.perf_counter()
@@ -107,7 +112,7 @@ def main() -> None:
             print(f"warm-start loss: {losses[0]:.3f} at the first step, {sum(losses[-5:]) / len(losses[-5:]):.3f} "
                   "over the last five", flush=True)
         phase = time.perf_counter()
-        before = held_out(model, processor, protocol, tools, test, reward_funcs[0], config)
+        before = held_out(model, processor, protocol, tools, test, reward_funcs[0], config, args.show)
         show("after warm start", before, warm_seconds + time.perf_counter() - phase)
 
         if args.grpo_steps == 0:
@@ -120,7 +125,7 @@ def main() -> None:
         trainer.train()
         grpo_seconds = time.perf_counter() - phase
         phase = time.perf_counter()
-        after = held_out(trainer.model, processor, protocol, tools, test, reward_funcs[0], config)
+        after = held_out(trainer.model, processor, protocol, tools, test, reward_funcs[0], config, args.show)
         show("after GRPO", after, grpo_seconds + time.perf_counter() - phase)
 
     total = time.perf_counter() - start
