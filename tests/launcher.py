@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "train_worker.py"
 WATCHDOG_SECONDS = 240
 # What a rank prints as it dies: Python's exceptions, faulthandler's fatal-signal stacks, C++ aborts (gloo, glibc).
-ERROR_LINE = re.compile(r"Error|Exception|Fatal Python error|terminate called|what\(\)|Aborted|File \"|\[rank \d\]")
+ERROR_LINE = re.compile(r"Error|Exception|Fatal Python error|terminate called|what\(\)|Aborted|File \"|\[rank ?\d+\]")
 
 
 @dataclass

@@ -145,6 +145,10 @@ def test_eval_resume_refuses_other_settings_or_weights_and_default_names_differ(
     main([*command, "--output", str(output)])
     recorded = json.loads(output.with_suffix(".settings.json").read_text())
     assert recorded["max_turns"] == 2 and recorded["model"] == tiny_model_dir and recorded["model_fingerprint"]
+    del recorded["pass"]  # a run recorded before there was a pass without tools resumes as the pass it was
+    output.with_suffix(".settings.json").write_text(json.dumps(recorded))
+    main([*command, "--output", str(output), "--limit", "3"])
+    assert len(read_run(output)) == 3
 
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the settings were compared")
@@ -155,7 +159,7 @@ def test_eval_resume_refuses_other_settings_or_weights_and_default_names_differ(
     error = capsys.readouterr().err
     assert f"{output} was made with other settings" in error
     assert "max_turns: 2 then, 3 now" in error and "temperature: 0.0 then, 0.7 now" in error
-    assert len(read_run(output)) == 2
+    assert len(read_run(output)) == 3
     with pytest.raises(SystemExit):  # a run without tools is not resumed as one with tools
         main([*command[:-1], "--no-tools", "--output", str(output)])
     assert "pass: 'with tools' then, 'without tools' now" in capsys.readouterr().err
@@ -163,6 +167,10 @@ def test_eval_resume_refuses_other_settings_or_weights_and_default_names_differ(
         main([*command, "--no-tools", "--output", str(output)])
     assert "--no-tools runs without tools only: leave out --without-tools and --skip-no-tools-pass" in (
         capsys.readouterr().err)
+    with pytest.raises(SystemExit):  # a reward that needs a tool: refused before the model loads, not after pass 1
+        main([*command[:-1], "--output", str(tmp_path / "similar.jsonl"), "--rewards", "search_similarity",
+              "--reward-kwargs", '{"search_similarity": {"tool_name": "zoom"}}'])
+    assert "the pass without tools cannot use these rewards" in capsys.readouterr().err
 
     other = tmp_path / "elsewhere" / Path(tiny_model_dir).name  # a folder of the same name, other weights
     shutil.copytree(tiny_model_dir, other)

@@ -81,6 +81,14 @@ def test_system_prompt_lists_every_tool_and_the_answer(protocol):
     assert "<zoom>" in prompt and "<answer>" in prompt and "<think>" in prompt
 
 
+@pytest.mark.parametrize("name", ["arft", "hermes", "vtool"])
+def test_the_prompt_without_tools_says_nothing_of_tools(name):
+    """The baseline of eval's pass without tools: a prompt that names tools would draw tool calls that fail."""
+    prompt = get_protocol(name, family="qwen2.5-vl").system_prompt([])
+    assert "tool" not in prompt.lower() and "<zoom>" not in prompt and "python" not in prompt.lower()
+    assert "answer" in prompt.lower()
+
+
 def test_unknown_protocol_name():
     with pytest.raises(ValueError, match="unknown protocol 'nope'"):
         get_protocol("nope")

@@ -87,6 +87,8 @@ def test_unknown_scheme_or_match():
         ("FINAL ANSWER: 42.", "42", 1.0, 1.0),  # a sentence-final period is not part of the answer
         ("FINAL ANSWER: 42. TERMINATE", "42", 1.0, 1.0),  # VTool-R1's prompt ends answers so
         ("FINAL ANSWER: 42.0", "42", 1.0, 1.0),  # float() reads both
+        ("FINAL ANSWER: U.S.", "U.S.", 1.0, 1.0),  # a label that ends with a period keeps it
+        ("FINAL ANSWER: Oslo||U.S.", "Oslo|||U.S.", 1.0, 1.0),
         ("FINAL ANSWER: oslo", "Oslo", 0.0, 0.0),  # `answer == gt`: case counts
         ('FINAL ANSWER: "Oslo"', "Oslo", 0.0, 0.0),  # and punctuation
         ("FINAL ANSWER: 1,000", "1000", 0.0, 0.0),  # float("1,000") fails: compared as written
@@ -113,3 +115,6 @@ def test_reproduces_vtool_refocus_score(tmp_path, answer_line, reference_answer,
 def test_refocus_metric_scores_as_the_reward_does():
     assert score_item("Rome||oslo", "Oslo || Rome", ["refocus"]) == {"refocus": 0.5}
     assert score_item("12", "10", ["refocus"]) == {"refocus": pytest.approx(1 - 2 / 12)}
+    for answer, truth in [("Rome||oslo", "Oslo || Rome"), ("12", "10"), ("U.S.", "U.S."), ("45%", "45")]:
+        (reward,) = score([f"FINAL ANSWER: {answer}"], [truth])
+        assert score_item(answer, truth, ["refocus"]) == {"refocus": pytest.approx(reward)}

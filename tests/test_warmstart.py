@@ -75,9 +75,12 @@ def test_a_batch_whose_image_tokens_do_not_match_the_images_is_refused(tiny_mode
     model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
     dataset = load_jsonl_dataset(f"{zoom_data_dir}/train.jsonl")
     trajectories = solution_logprobs_in_generation(model, processor, [dataset[0]])
-    trajectories[0].images = trajectories[0].images[:1]  # the zoomed image's tokens are still in the ids
-    with pytest.raises(ValueError, match=r"warm start, trajectory \w+: .* has \d+ image tokens in the ids but 0 image features"):
-        trajectory_batch(trajectories, processor, model.config.image_token_id)
+    images = trajectories[0].images
+    for kept in (images[:1], []):  # the zoomed image lost; every image lost (the batch would hold none)
+        trajectories[0].images = kept
+        with pytest.raises(ValueError, match=r"warm start, trajectory \w+: .* has \d+ image tokens in the ids but "
+                                             r"0 image features"):
+            trajectory_batch(trajectories, processor, model.config.image_token_id)
 
 
 def test_a_few_warm_start_steps_lower_the_loss_on_the_reference_trajectories(tiny_model_dir, zoom_data_dir):

@@ -296,6 +296,11 @@ def evaluate_command(args: argparse.Namespace) -> None:
     if no_tools_pass:
         no_tools_info = {**run_info, "tools": [], "tool_kwargs": {}, "pass": "without tools"}
         check_same_settings(no_tools_path(output), no_tools_info)
+        try:
+            no_tools_rewards = build_reward_funcs(args.rewards, protocol, [], args.reward_kwargs)
+        except ValueError as error:
+            raise UsageError(f"the pass without tools cannot use these rewards ({error}); leave it out with "
+                             "--skip-no-tools-pass") from None
 
     import torch
 
@@ -312,8 +317,9 @@ def evaluate_command(args: argparse.Namespace) -> None:
     summary = evaluate(model, processor, protocol, tools, benchmark, output, reward_funcs=reward_funcs,
                        run_info=run_info, without_tools=args.without_tools, **rollout_options)
     if no_tools_pass:
+        torch.manual_seed(args.seed)  # sampled as a run of its own would be, fresh or resumed
         evaluate(model, processor, protocol, [], benchmark, no_tools_path(output), run_info=no_tools_info,
-                 reward_funcs=build_reward_funcs(args.rewards, protocol, [], args.reward_kwargs), **rollout_options)
+                 reward_funcs=no_tools_rewards, **rollout_options)
         summary = write_summary(output, benchmark, summary["metrics"], run_info, no_tools_path(output))
     print(_summary_table(summary))
     without = f"without tools: {no_tools_path(output)}\n" if no_tools_pass else ""

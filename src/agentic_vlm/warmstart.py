@@ -31,9 +31,9 @@ def trajectory_batch(trajectories: list[Trajectory], processing_class, image_tok
     """Right-padded model inputs and labels (-100 on the prompt, on observations and on padding), with the vision
     inputs of every image of every trajectory.
 
-    The rollout engine lets go of a trajectory's pixel values once it is done (GRPO's forward pass encodes the images
-    again, as TRL does); so does this batch, and it checks each trajectory's image tokens against the features, since
-    the model would run on placeholder tokens without their images and say nothing.
+    The rollout engine lets go of a trajectory's pixel values once it is done, so the images are encoded here again
+    (as TRL's forward pass does for GRPO). Each trajectory's image tokens are checked against its features: the model
+    would run on placeholder tokens with no image behind them and say nothing.
     """
     tokenizer = getattr(processing_class, "tokenizer", processing_class)
     width = max(len(t.prompt_ids) + len(t.completion_ids) for t in trajectories)
@@ -48,19 +48,22 @@ def trajectory_batch(trajectories: list[Trajectory], processing_class, image_tok
         completion[torch.tensor(t.tool_mask) == 0] = -100
         labels[row, len(t.prompt_ids): len(ids)] = completion
     batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-    images = [image for t in trajectories for image in t.images]
-    if not images:
+    if image_token_id is None:  # a text-only model
         return batch
-    encoded = processing_class.image_processor(images=images, return_tensors="pt")
-    grids = encoded["image_grid_thw"].split([len(t.images) for t in trajectories])
+    images = [image for t in trajectories for image in t.images]
+    encoded = processing_class.image_processor(images=images, return_tensors="pt") if images else None
+    grids = (encoded["image_grid_thw"].split([len(t.images) for t in trajectories]) if images
+             else [None] * len(trajectories))
     merge_length = processing_class.image_processor.merge_size ** 2
     for t, grid in zip(trajectories, grids, strict=True):
-        mismatch = image_token_mismatch(t.prompt_ids + t.completion_ids, grid if len(grid) else None,
-                                        image_token_id, merge_length)
+        mismatch = image_token_mismatch(t.prompt_ids + t.completion_ids, grid if grid is not None and len(grid)
+                                        else None, image_token_id, merge_length)
         if mismatch is not None:
             index, tokens, features = mismatch
             raise ValueError(f"warm start, trajectory {t.id}: {t.image_source(index)} has {tokens} image tokens in "
                              f"the ids but {features} image features")
+    if not images:
+        return batch
     batch |= {"pixel_values": encoded["pixel_values"], "image_grid_thw": encoded["image_grid_thw"],
               "mm_token_type_ids": (input_ids == image_token_id).long()}
     return batch

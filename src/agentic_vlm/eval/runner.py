@@ -249,6 +249,8 @@ def check_same_settings(output: Path, settings: dict) -> None:
         recorded_file.write_text(json.dumps(settings, indent=2, default=str) + "\n")
         return
     recorded = json.loads(recorded_file.read_text())
+    # Runs recorded before the pass without tools existed: which pass they were follows from their tools.
+    recorded.setdefault("pass", "with tools" if recorded.get("tools") else "without tools")
     current = json.loads(json.dumps(settings, default=str))
     differences = [f"{key}: {recorded.get(key)!r} then, {current.get(key)!r} now"
                    for key in sorted(set(recorded) | set(current)) if recorded.get(key) != current.get(key)]

@@ -25,6 +25,9 @@ class ArftProtocol(Protocol):
         self.observation_tag = observation_tag
 
     def system_prompt(self, tools: list[Tool]) -> str:
+        if not tools:  # the baseline without tools (agentic-vlm eval's pass without tools): no word of tools
+            return ("You answer questions about images.\n"
+                    f"First reason inside <think> and </think>, then write <{ANSWER_TAG}>your final answer</{ANSWER_TAG}>.")
         tool_lines = "\n".join(f"- <{tool.name}>{tool.description}</{tool.name}>" for tool in tools)
         return (
             "You answer questions about images and may use tools to do it.\n"

@@ -65,6 +65,8 @@ class HermesProtocol(Protocol):
         self.max_calls_per_turn = max_calls_per_turn
 
     def system_prompt(self, tools: list[Tool]) -> str:
+        if not tools:  # the baseline without tools (agentic-vlm eval's pass without tools)
+            return "You answer questions about images. Put the final answer inside <answer> and </answer>."
         return (
             "You answer questions about images. Call the tools when they help you see better or find facts; each "
             "result comes back to you. When you know the answer, reply without a tool call and put the final answer "
