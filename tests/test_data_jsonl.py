@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from agentic_vlm.data import DatasetFormatError, load_jsonl_dataset
+from agentic_vlm.eval import load_benchmark
 
 
 def write(path, rows):
@@ -63,3 +64,24 @@ def test_inconsistent_field_types_are_named(tmp_path):
                                             {"question": "b", "answer": "y", "box": "left"}])
     with pytest.raises(DatasetFormatError, match="different types in different rows"):
         load_jsonl_dataset(path)
+
+
+def test_bad_lines_can_be_skipped_with_a_count_and_the_first_reasons(tmp_path, caplog):
+    good = [{"id": "a", "question": "q", "answer": "x"}, {"id": "b", "question": "r", "answer": "y"}]
+    path = tmp_path / "some-bad.jsonl"
+    path.write_text("\n".join([json.dumps(good[0]), "{not json", json.dumps({"answer": "x"}), "[1]",
+                               json.dumps(good[1])]) + "\n")
+    with pytest.raises(DatasetFormatError, match=r"line 2: not valid JSON"):
+        load_jsonl_dataset(path)
+    with caplog.at_level("WARNING"):
+        dataset = load_jsonl_dataset(path, skip_bad_rows=True)
+    assert dataset["id"] == ["a", "b"]
+    assert "skipped 3 bad row(s) of 5" in caplog.text
+    for reason in ("line 2: not valid JSON", "line 3: field 'question' must be a non-empty string",
+                   "line 4: expected a JSON object"):
+        assert f"{path}, {reason}" in caplog.text
+    # The same through load_benchmark (what train and eval call): the format is told from the first good record.
+    assert load_benchmark(str(path), skip_bad_rows=True).dataset["id"] == ["a", "b"]
+    path.write_text(json.dumps({"answer": "x"}) + "\n")
+    with pytest.raises(DatasetFormatError, match=r"every row is bad; the first: .*line 1: field 'question'"):
+        load_jsonl_dataset(path, skip_bad_rows=True)

@@ -51,7 +51,8 @@ def load_training_data(file: str, script_args):
     from .data.validation import check_images
     from .eval.benchmarks import load_benchmark
 
-    return check_images(load_benchmark(file).dataset, file, skip_bad_rows=script_args.skip_bad_rows,
+    dataset = load_benchmark(file, skip_bad_rows=script_args.skip_bad_rows).dataset
+    return check_images(dataset, file, skip_bad_rows=script_args.skip_bad_rows,
                         max_image_pixels=script_args.max_image_pixels)
 
 
@@ -173,8 +174,8 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default="data", help="where the shipped tasks are")
     parser.add_argument("--limit", type=_positive, help="evaluate the first N items only (default: all)")
     parser.add_argument("--skip-bad-rows", action="store_true",
-                        help="leave out rows whose images cannot be used (reported with a count and the first "
-                             "reasons) instead of stopping")
+                        help="leave out rows whose images cannot be used, and malformed lines of a task file "
+                             "(reported with a count and the first reasons) instead of stopping")
     parser.add_argument("--max-image-pixels", type=_positive, default=89_478_485,
                         help="a row with a larger image (width x height) is a bad row")
     parser.add_argument("--tools", type=_names, help="comma-separated tools (default: the benchmark's)")
@@ -245,7 +246,7 @@ def evaluate_command(args: argparse.Namespace) -> None:
     # Everything that can fail is checked before the model loads: the model path, the data and its images, the
     # tools and rewards, the output to resume.
     check_model_exists(args.model)
-    benchmark = load_benchmark(args.dataset, args.format, args.image_root, args.data_dir)
+    benchmark = load_benchmark(args.dataset, args.format, args.image_root, args.data_dir, args.skip_bad_rows)
     dataset_file = _dataset_file(args)
     benchmark.dataset = check_images(benchmark.dataset, str(dataset_file), skip_bad_rows=args.skip_bad_rows,
                                      max_image_pixels=args.max_image_pixels)

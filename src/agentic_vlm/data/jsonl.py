@@ -11,23 +11,38 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from .records import answers_field, image_file, read_records, require, string_field, to_dataset
+from .records import DatasetFormatError, answers_field, image_file, read_records, require, string_field, to_dataset
+from .validation import report_skipped_rows
 
 
-def load_jsonl_dataset(path: str | Path) -> Dataset:
+def load_jsonl_dataset(path: str | Path, skip_bad_rows: bool = False) -> Dataset:
+    """The task file ``path``; a bad line raises :class:`DatasetFormatError`, or with ``skip_bad_rows`` is left out
+    (a warning gives how many, with the first reasons)."""
     path = Path(path)
+    bad_rows: list[str] | None = [] if skip_bad_rows else None
     rows = []
-    for where, record in read_records(path):
-        question = string_field(record, "question", path, where)
-        answer = answers_field(record, "answer", path, where)
-        images = record.get("images", [])
-        require(isinstance(images, list) and all(isinstance(p, str) for p in images), path, where,
-                "field 'images' must be a list of paths")
-        extra = {key: value for key, value in record.items() if key not in ("question", "answer", "images")}
-        rows.append({
-            "prompt": [{"role": "user", "content": question}],
-            "images": [image_file(image, [path.parent], path, where, "images") for image in images],
-            "answer": answer,
-            **extra,
-        })
+    for where, record in read_records(path, bad_rows):
+        try:
+            rows.append(task_row(record, path, where))
+        except DatasetFormatError as error:
+            if bad_rows is None:
+                raise DatasetFormatError(f"{error} (skip_bad_rows leaves such rows out)") from None
+            bad_rows.append(str(error))
+    if bad_rows:
+        report_skipped_rows(bad_rows, len(rows) + len(bad_rows), str(path))
     return to_dataset(rows, path)
+
+
+def task_row(record: dict, path: Path, where: str) -> dict:
+    question = string_field(record, "question", path, where)
+    answer = answers_field(record, "answer", path, where)
+    images = record.get("images", [])
+    require(isinstance(images, list) and all(isinstance(p, str) for p in images), path, where,
+            "field 'images' must be a list of paths")
+    extra = {key: value for key, value in record.items() if key not in ("question", "answer", "images")}
+    return {
+        "prompt": [{"role": "user", "content": question}],
+        "images": [image_file(image, [path.parent], path, where, "images") for image in images],
+        "answer": answer,
+        **extra,
+    }

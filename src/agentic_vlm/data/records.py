@@ -17,8 +17,9 @@ class DatasetFormatError(ValueError):
     """A dataset file is malformed; the message names the file, the record and the field."""
 
 
-def read_records(path: str | Path) -> list[tuple[str, dict]]:
-    """The objects of ``path`` with where each one is: a JSON file holding a list, or a JSON-lines file."""
+def read_records(path: str | Path, bad_rows: list[str] | None = None) -> list[tuple[str, dict]]:
+    """The objects of ``path`` with where each one is: a JSON file holding a list, or a JSON-lines file. With
+    ``bad_rows``, a line that is not valid JSON or not an object is left out and its reason appended there."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"dataset file {path} does not exist")
@@ -37,12 +38,23 @@ def read_records(path: str | Path) -> list[tuple[str, dict]]:
             try:
                 located.append((f"line {number}", json.loads(line)))
             except json.JSONDecodeError as error:
-                raise DatasetFormatError(f"{path}, line {number}: not valid JSON ({error.msg})") from None
+                reason = f"{path}, line {number}: not valid JSON ({error.msg})"
+                if bad_rows is None:
+                    raise DatasetFormatError(reason) from None
+                bad_rows.append(reason)
+    objects = []
     for where, item in located:
-        require(isinstance(item, dict), path, where, "expected a JSON object")
-    if not located:
+        if isinstance(item, dict):
+            objects.append((where, item))
+        elif bad_rows is None:
+            raise DatasetFormatError(f"{path}, {where}: expected a JSON object")
+        else:
+            bad_rows.append(f"{path}, {where}: expected a JSON object")
+    if not objects and bad_rows:
+        raise DatasetFormatError(f"{path}: every row is bad; the first: {bad_rows[0]}")
+    if not objects:
         raise DatasetFormatError(f"{path}: no rows")
-    return located
+    return objects
 
 
 def require(condition: bool, path: Path, where: str, message: str) -> None:

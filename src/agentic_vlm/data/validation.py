@@ -75,11 +75,16 @@ def check_images(dataset: Dataset, source: str, *, skip_bad_rows: bool = False,
         reasons.append(reason)
     if not reasons:
         return dataset
-    if not good:
-        raise DatasetFormatError(f"{source}: every row is bad; the first: {reasons[0]}")
-    logger.warning("skipped %d bad row(s) of %d in %s; the first:\n  %s", len(reasons), len(dataset), source,
-                   "\n  ".join(reasons[:REASONS_SHOWN]))
+    report_skipped_rows(reasons, len(dataset), source)
     return dataset.select(good)
+
+
+def report_skipped_rows(reasons: list[str], total: int, source: str) -> None:
+    """Warn how many of ``total`` rows were left out, with the first reasons; every row bad is an error."""
+    if len(reasons) == total:
+        raise DatasetFormatError(f"{source}: every row is bad; the first: {reasons[0]}")
+    logger.warning("skipped %d bad row(s) of %d in %s; the first:\n  %s", len(reasons), total, source,
+                   "\n  ".join(reasons[:REASONS_SHOWN]))
 
 
 def check_answers(dataset, source: str, column: str = "answer") -> None:

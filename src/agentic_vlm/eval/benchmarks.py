@@ -49,7 +49,8 @@ class DatasetFormat:
 
 def _first_record_has(*fields: str) -> Callable[[Path], bool]:
     def detect(path: Path) -> bool:
-        return path.suffix in (".json", ".jsonl") and set(fields) <= set(read_records(path)[0][1])
+        # Malformed records are the loader's to report (or skip): the first good one tells the format.
+        return path.suffix in (".json", ".jsonl") and set(fields) <= set(read_records(path, bad_rows=[])[0][1])
 
     return detect
 
@@ -69,10 +70,10 @@ def _is_hrbench_file(path: Path) -> bool:
         return "cycle_category" in file.readline().rstrip("\n").split("\t")
 
 
-def _load_task_file(path: Path, image_root: Path | None) -> Dataset:
+def _load_task_file(path: Path, image_root: Path | None, skip_bad_rows: bool = False) -> Dataset:
     if image_root is not None:
         raise ValueError("a task file names its images relative to itself; image_root is for MAT files")
-    return load_jsonl_dataset(path)
+    return load_jsonl_dataset(path, skip_bad_rows=skip_bad_rows)
 
 
 DATASET_FORMATS: dict[str, DatasetFormat] = {
@@ -140,9 +141,11 @@ class Benchmark:
 
 
 def load_benchmark(dataset: str, format: str = "auto", image_root: str | Path | None = None,
-                   data_dir: str | Path = "data") -> Benchmark:
+                   data_dir: str | Path = "data", skip_bad_rows: bool = False) -> Benchmark:
     """``dataset`` is a name from ``SHIPPED_TASKS`` (its test split under ``data_dir``) or a file; ``format`` is a
-    name from ``DATASET_FORMATS``, or ``auto`` to recognise the file by its fields."""
+    name from ``DATASET_FORMATS``, or ``auto`` to recognise the file by its fields. ``skip_bad_rows`` leaves out the
+    malformed lines of a task file (the other formats stop at the first; images are checked apart, see
+    :func:`~agentic_vlm.data.validation.check_images`)."""
     data_dir = Path(data_dir)
     image_root = Path(image_root) if image_root is not None else None
     if dataset in SHIPPED_TASKS and not Path(dataset).exists():
@@ -151,7 +154,7 @@ def load_benchmark(dataset: str, format: str = "auto", image_root: str | Path | 
         if not path.is_file():
             raise FileNotFoundError(f"the shipped {dataset} task is not at {path}; run from the repository root, "
                                     f"or generate it with: agentic-vlm make-data {dataset} {data_dir / dataset}")
-        return Benchmark(dataset, "tasks", _load_task_file(path, image_root), task.metrics, task.group_by,
+        return Benchmark(dataset, "tasks", _load_task_file(path, image_root, skip_bad_rows), task.metrics, task.group_by,
                          task.tools, task.protocol, task.tool_kwargs(data_dir) if task.tool_kwargs else {})
     if dataset in PUBLISHED_BENCHMARKS and not Path(dataset).exists():
         release, format = PUBLISHED_BENCHMARKS[dataset]
@@ -173,5 +176,5 @@ def load_benchmark(dataset: str, format: str = "auto", image_root: str | Path | 
     elif format not in DATASET_FORMATS:
         raise ValueError(f"unknown dataset format {format!r}; available: {', '.join(DATASET_FORMATS)}")
     spec = DATASET_FORMATS[format]
-    return Benchmark(path.stem, format, spec.load(path, image_root), spec.metrics, spec.group_by, spec.tools,
-                     spec.protocol)
+    loaded = _load_task_file(path, image_root, skip_bad_rows) if format == "tasks" else spec.load(path, image_root)
+    return Benchmark(path.stem, format, loaded, spec.metrics, spec.group_by, spec.tools, spec.protocol)
