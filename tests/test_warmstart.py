@@ -90,3 +90,26 @@ def test_a_few_warm_start_steps_lower_the_loss_on_the_reference_trajectories(tin
     losses = supervised_warm_start(model, processor, ArftProtocol(), [ZoomTool()], dataset, steps=6,
                                    learning_rate=3e-3, batch_size=4)
     assert len(losses) == 6 and losses[-1] < losses[0]
+
+
+def test_the_warm_start_reads_solution_boxes_in_the_frame_of_the_models_rollouts(tiny_model_dirs, zoom_data_dir,
+                                                                                 monkeypatch):
+    """Qwen3-VL writes boxes in 0-1000 of the image; GRPO's rollouts read them so, and so must the warm start."""
+    import agentic_vlm.warmstart as warmstart
+
+    model_dir = tiny_model_dirs["qwen3-vl"]
+    processor = AutoProcessor.from_pretrained(model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(model_dir)
+    zoom_top_left_quarter = ["<think>Closer.</think>\n<zoom>[0, 0, 500, 500]</zoom>",
+                             "<think>Red.</think>\n<answer>red</answer>"]
+    dataset = load_jsonl_dataset(f"{zoom_data_dir}/train.jsonl").select([0])
+    dataset = dataset.map(lambda row: {"solution": zoom_top_left_quarter})
+    batches = []
+    monkeypatch.setattr(warmstart, "trajectory_batch", lambda trajectories, *args: batches.append(trajectories)
+                        or trajectory_batch(trajectories, *args))
+    supervised_warm_start(model, processor, ArftProtocol(), [ZoomTool()], dataset, steps=1, batch_size=1)
+    (trajectory,) = batches[0]
+    prompt_image, zoomed = trajectory.images
+    # The image's top-left quarter: 112 x 112 of 224 x 224 (read in pixels, the box would cover the whole image).
+    assert prompt_image.size == (224, 224) and zoomed.size == (112, 112)
+    assert list(zoomed.getdata()) == list(prompt_image.crop((0, 0, 112, 112)).getdata())

@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 from trl.data_utils import prepare_multimodal_messages
 
-from .frames import image_token_mismatch
+from .frames import ImageView, image_token_mismatch
 from .protocols.base import Protocol
 from .rollout import RolloutEngine, ScriptedTurnGenerator, Trajectory
 from .tools.base import Tool
@@ -93,6 +93,8 @@ def supervised_warm_start(
         max_turns=max(len(solution) for solution in dataset["solution"]),
         max_completion_length=max_completion_length,
         keep_pixel_values=False,  # the script reads no image; the batch encodes them (trajectory_batch)
+        # Boxes in the solutions are read in the frame GRPO's rollouts use (Qwen3-VL: 0-1000), not the processor's.
+        image_view=ImageView.for_model(processing_class, model.config),
     )
     image_token_id = getattr(model.config, "image_token_id", None)
     device = next(model.parameters()).device
