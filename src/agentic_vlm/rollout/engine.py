@@ -88,6 +88,11 @@ class Trajectory:
     def done(self) -> bool:
         return self.stop_reason is not None
 
+    def finish(self, reason: str) -> None:
+        """End the trajectory. Its pixel values are read by generation only, which is over for it: they go."""
+        self.stop_reason = reason
+        self.pixel_values = None
+
     def request(self, max_new_tokens: int | None = None) -> TurnRequest:
         return TurnRequest(self.prompt_ids + self.completion_ids, self.images, self.pixel_values, self.image_grid_thw,
                            turn=len(self.turns), row=self.row, trajectory_id=self.id, max_new_tokens=max_new_tokens)
@@ -288,14 +293,12 @@ class RolloutEngine:
             ids, logprobs = await self.generate_one(trajectory.request(room))
             action = self._add_turn(trajectory, ids, logprobs, turn_index)
             if trajectory.done:
-                trajectory.pixel_values = None  # read by generation only, and it is over for this one
                 return
             observation, seconds = await self._call_tool(trajectory, action)
             self.tool_wall_seconds.append(seconds)
             trajectory.turns[-1].tool_seconds = seconds
             self._append_observations([trajectory], [action], [observation])
             if trajectory.done:
-                trajectory.pixel_values = None
                 return
 
     def _run_turn_synchronous(self, trajectories: list[Trajectory]) -> None:
@@ -321,9 +324,6 @@ class RolloutEngine:
                 if not trajectory.done:
                     calls.append((trajectory, action))
 
-            for trajectory in active:
-                if trajectory.done:
-                    trajectory.pixel_values = None  # read by generation only, and it is over for this one
             if not calls:
                 continue
             start = time.perf_counter()
@@ -332,9 +332,6 @@ class RolloutEngine:
             for (trajectory, _), (_, seconds) in zip(calls, results, strict=True):
                 trajectory.turns[-1].tool_seconds = seconds
             self._append_observations([t for t, _ in calls], [a for _, a in calls], [o for o, _ in results])
-            for trajectory, _ in calls:
-                if trajectory.done:
-                    trajectory.pixel_values = None
 
     def _add_turn(self, trajectory: Trajectory, ids: list[int], logprobs: list[float] | None,
                   turn_index: int) -> Action:
@@ -346,11 +343,11 @@ class RolloutEngine:
         trajectory.add_tokens(ids, from_model=True, logprobs=logprobs)
         trajectory.turns.append(Turn(text=text, action=action))
         if action.kind == "answer":
-            trajectory.stop_reason = "answer"
+            trajectory.finish("answer")
         elif len(trajectory.completion_ids) >= self.max_completion_length:
-            trajectory.stop_reason = "length"
+            trajectory.finish("length")
         elif turn_index == self.max_turns - 1:
-            trajectory.stop_reason = "max_turns"
+            trajectory.finish("max_turns")
         return action
 
     # ------------------------------------------------------------------------------------------------------ tools
@@ -518,7 +515,7 @@ class RolloutEngine:
                 or len(trajectory.prompt_ids) + len(trajectory.completion_ids) + len(ids) >= self.max_context_length
             )
             if too_long:  # no room left for the model to read it and reply
-                trajectory.stop_reason = "length"
+                trajectory.finish("length")
                 continue
             trajectory.turns[-1].observation = observation
             trajectory.add_tokens(ids, from_model=False)
