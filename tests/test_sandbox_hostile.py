@@ -48,15 +48,20 @@ CONFIG = SandboxConfig(
 REPOSITORY_FILE = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 
+def open_sandbox(config: SandboxConfig) -> Sandbox:
+    """A sandbox of ``config``; the test is skipped where the host cannot isolate code."""
+    try:
+        return Sandbox(config)
+    except SandboxUnavailableError as error:
+        pytest.skip(f"this host cannot isolate code: {error}")
+
+
 @pytest.fixture(scope="module")
 def sandbox():
     # The secret is in the trainer's environment when the workers start: the sandbox must not pass it on.
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(SECRET_NAME, SECRET)
-        try:
-            box = Sandbox(CONFIG)
-        except SandboxUnavailableError as error:
-            pytest.skip(f"this host cannot isolate code: {error}")
+        box = open_sandbox(CONFIG)
         yield box
         box.close()
 
@@ -519,10 +524,7 @@ RESULT_FD_OF_THE_RUNNER = (
 @pytest.fixture(scope="module")
 def lone():
     """One worker, so that the attack and the other trajectory's session share it."""
-    try:
-        box = Sandbox(LONE_CONFIG)
-    except SandboxUnavailableError as error:
-        pytest.skip(f"this host cannot isolate code: {error}")
+    box = open_sandbox(LONE_CONFIG)
     yield box
     box.close()
 
@@ -849,10 +851,7 @@ SPINNER = "import signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\nwhile T
 @pytest.fixture(scope="module")
 def budgeted():
     """A pool whose CPU time limit (1 s) is far below its wall-clock limit (8 s)."""
-    try:
-        box = Sandbox(BUDGET_CONFIG)
-    except SandboxUnavailableError as error:
-        pytest.skip(f"this host cannot isolate code: {error}")
+    box = open_sandbox(BUDGET_CONFIG)
     if not box.isolation.session_limits:
         box.close()
         pytest.skip(f"this host bounds CPU time and memory per process only: {box.isolation.problems}")
