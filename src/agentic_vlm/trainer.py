@@ -35,6 +35,7 @@ from .families import end_of_turn_token_ids, family_of
 from .frames import ImageView, image_token_mismatch
 from .protocols import Protocol, get_protocol
 from .rewards import build_reward_funcs
+from .rewards.trl_rewards import set_image_view
 from .rollout import RolloutEngine, SamplingSettings, Trajectory, TransformersTurnGenerator, TurnRequest
 from .tools import Tool, build_tools
 
@@ -148,9 +149,7 @@ class AgenticGRPOTrainer(GRPOTrainer):
         if self.use_vllm:
             self._vllm_turn_generator = self._build_vllm_turn_generator(family_of(model_config), sampling, stop_strings)
         image_view = ImageView.for_model(self.processing_class, model_config)
-        for reward_func in self.reward_funcs:  # rewards that read boxes (iou) convert them from the model's frame
-            if getattr(reward_func, "image_view", False) is None:
-                reward_func.image_view = image_view
+        set_image_view(self.reward_funcs, image_view)  # rewards that read boxes (iou) convert them from its frame
         if self.use_vllm and self.vllm_mode == "colocate":
             max_context_length = self.vllm_generation.llm.llm_engine.model_config.max_model_len
         else:

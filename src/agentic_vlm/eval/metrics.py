@@ -126,14 +126,17 @@ def _figures(records: list[dict], names: Sequence[str]) -> dict:
     figures |= {name: _mean([record["scores"][name] for record in records]) for name in names}
     figures["turns"] = _mean([record["num_turns"] for record in records])
     figures["tool_calls"] = len(calls) / count
-    figures["tool_call_rate"] = _mean([any(turn["action"] == "tool" for turn in record["turns"])
-                                       for record in records])
+    figures["tool_call_rate"] = _mean([_called_a_tool(record) for record in records])
     figures["tool_errors"] = _mean([turn["error"] is not None for turn in calls]) if calls else None
     return figures
 
 
 def _mean(values: list) -> float:
     return sum(values) / len(values)
+
+
+def _called_a_tool(record: dict) -> bool:
+    return any(turn["action"] == "tool" for turn in record["turns"])
 
 
 def tool_use(records: Iterable[dict], without_tools: Iterable[dict], metric: str) -> dict:
@@ -158,5 +161,5 @@ def tool_use(records: Iterable[dict], without_tools: Iterable[dict], metric: str
         "accuracy_without_tools": _mean([without for _, without in right]),
         "tool_gain": _mean([with_tools and not without for with_tools, without in right]),
         "tool_harm": _mean([without and not with_tools for with_tools, without in right]),
-        "tool_call_rate": _mean([any(turn["action"] == "tool" for turn in record["turns"]) for record, _ in pairs]),
+        "tool_call_rate": _mean([_called_a_tool(record) for record, _ in pairs]),
     }

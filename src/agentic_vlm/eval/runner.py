@@ -28,6 +28,7 @@ from ..frames import ImageView
 from ..protocols.base import Protocol
 from ..rewards.judge import question_text
 from ..rewards.trajectory import final_answer
+from ..rewards.trl_rewards import set_image_view
 from ..rollout import RolloutEngine, SamplingSettings, Trajectory, TransformersTurnGenerator
 from ..rollout.engine import GenerateFn
 from ..tools.base import Tool
@@ -316,10 +317,7 @@ def evaluate(
     if done:
         logger.info("%s: %d items already evaluated, %d to go", output, len(done), len(pending))
     pending_ids = iter([ids[index] for index in pending])
-    image_view = image_view_of(model, processing_class)
-    for reward_func in reward_funcs:  # rewards that read boxes (iou) convert them from the model's frame
-        if getattr(reward_func, "image_view", False) is None:
-            reward_func.image_view = image_view
+    set_image_view(reward_funcs, image_view_of(model, processing_class))  # iou reads boxes in the model's frame
     with open(output, "a") as file:
         for rows, trajectories in rollout_dataset(model, processing_class, protocol, tools, dataset.select(pending),
                                                   **rollout_options):

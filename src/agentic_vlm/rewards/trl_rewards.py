@@ -198,6 +198,13 @@ def make_iou_reward(
     return iou
 
 
+def set_image_view(reward_funcs, image_view) -> None:
+    """Tell the rewards that read boxes (``iou``) how the model sees images and writes boxes, where not yet told."""
+    for reward_func in reward_funcs:
+        if getattr(reward_func, "image_view", False) is None:
+            reward_func.image_view = image_view
+
+
 def make_format_reward(protocol: Protocol, tools: list[Tool], per_turn: bool = False) -> RewardFunc:
     """1.0 when every turn follows the protocol and the last one answers; ``per_turn=True``: the fraction of
     well-formed turns."""
