@@ -30,7 +30,7 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from .records import DatasetFormatError, require, to_dataset
+from .records import DatasetFormatError, require, string_field, to_dataset
 
 INSTRUCTION = "Answer with the option's letter from the given choices directly."
 VSTAR_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -65,9 +65,7 @@ def _vstar_row(annotation_file: Path, category: str) -> dict:
     except json.JSONDecodeError as error:
         raise DatasetFormatError(f"{annotation_file}: not valid JSON ({error.msg})") from None
     require(isinstance(record, dict), annotation_file, where, "expected a JSON object")
-    question, options = record.get("question"), record.get("options")
-    require(isinstance(question, str) and question.strip() != "", annotation_file, where,
-            "field 'question' must be a non-empty string")
+    question, options = string_field(record, "question", annotation_file, where), record.get("options")
     require(isinstance(options, list) and 2 <= len(options) <= 26 and all(isinstance(o, str) and o.strip()
                                                                           for o in options),
             annotation_file, where, "field 'options' must be a list of 2 to 26 non-empty strings, the right one first")
@@ -97,10 +95,7 @@ def _tsv_records(path: Path) -> list[dict]:
     csv.field_size_limit(sys.maxsize)  # an 8K image in base64 is tens of megabytes in one field
     with open(path, encoding="utf-8", newline="") as file:
         reader = csv.DictReader(file, delimiter="\t")
-        missing = [column for column in HRBENCH_COLUMNS if column not in (reader.fieldnames or [])]
-        if missing:
-            raise DatasetFormatError(f"{path}: missing column(s) {missing}; HR-Bench has {list(HRBENCH_COLUMNS)} "
-                                     "and the options A, B, C, D")
+        _require_columns(path, reader.fieldnames or [])
         return list(reader)
 
 
@@ -108,11 +103,15 @@ def _parquet_records(path: Path) -> list[dict]:
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
-    missing = [column for column in HRBENCH_COLUMNS if column not in table.column_names]
+    _require_columns(path, table.column_names)
+    return table.to_pylist()
+
+
+def _require_columns(path: Path, columns: list[str]) -> None:
+    missing = [column for column in HRBENCH_COLUMNS if column not in columns]
     if missing:
         raise DatasetFormatError(f"{path}: missing column(s) {missing}; HR-Bench has {list(HRBENCH_COLUMNS)} "
                                  "and the options A, B, C, D")
-    return table.to_pylist()
 
 
 def _hrbench_row(record: dict, path: Path, where: str) -> dict:
@@ -127,9 +126,7 @@ def _hrbench_row(record: dict, path: Path, where: str) -> dict:
     require(letter in string.ascii_uppercase[: len(options)], path, where,
             f"field 'answer' must be the letter of an option (A-{string.ascii_uppercase[len(options) - 1]}), "
             f"got {record['answer']!r}")
-    question = record["question"]
-    require(isinstance(question, str) and question.strip() != "", path, where,
-            "field 'question' must be a non-empty string")
+    question = string_field(record, "question", path, where)
     try:
         image = base64.b64decode(record["image"], validate=True)
     except (binascii.Error, TypeError, ValueError):

@@ -23,7 +23,7 @@ def load_jsonl_dataset(path: str | Path, skip_bad_rows: bool = False) -> Dataset
     rows = []
     for where, record in read_records(path, bad_rows):
         try:
-            rows.append(task_row(record, path, where))
+            rows.append(_task_row(record, path, where))
         except DatasetFormatError as error:
             if bad_rows is None:
                 raise DatasetFormatError(f"{error} (skip_bad_rows leaves such rows out)") from None
@@ -33,7 +33,7 @@ def load_jsonl_dataset(path: str | Path, skip_bad_rows: bool = False) -> Dataset
     return to_dataset(rows, path)
 
 
-def task_row(record: dict, path: Path, where: str) -> dict:
+def _task_row(record: dict, path: Path, where: str) -> dict:
     question = string_field(record, "question", path, where)
     answer = answers_field(record, "answer", path, where)
     images = record.get("images", [])
