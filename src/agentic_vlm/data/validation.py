@@ -16,13 +16,12 @@ import datasets
 import PIL.Image
 from datasets import Dataset, Image, Sequence
 
+from ..frames import MAX_ASPECT_RATIO
 from ..rewards.answers import as_truth_list
 from .records import DatasetFormatError
 
 logger = logging.getLogger(__name__)
 
-# The Qwen2-VL family's processors refuse images whose sides differ by more than this factor.
-MAX_ASPECT_RATIO = 200
 REASONS_SHOWN = 5
 
 
