@@ -68,6 +68,9 @@ def test_make_tiny_model_and_make_data(tmp_path):
     generated = (tmp_path / "zoom" / "train.jsonl").read_text().splitlines()
     assert json.loads(generated[0]) == json.loads((ROOT / "data" / "zoom" / "train.jsonl").read_text().splitlines()[0])
     assert len(shipped) == 64
+    no_variant = run_cli("make-data", "zoom", str(tmp_path / "zoom-tiny"), "--variant", "tiny")
+    assert no_variant.returncode == 1 and "make-data zoom has no 'tiny' variant" in no_variant.stderr
+    assert not (tmp_path / "zoom-tiny").exists()
 
 
 def run_cli(*args, cwd=ROOT):

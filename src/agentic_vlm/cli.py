@@ -4,7 +4,7 @@
     agentic-vlm eval --model PATH --dataset NAME|FILE [--tools zoom,search,code] [--output RUN.jsonl] ...
     agentic-vlm view RUN.jsonl [-o RUN.html]
     agentic-vlm make-tiny-model OUT [--vocab small|real] [--seed 0]
-    agentic-vlm make-data zoom|search|coding|refocus OUT [--train N] [--test N] [--seed 0]
+    agentic-vlm make-data zoom|search|coding|refocus OUT [--variant full|tiny] [--train N] [--test N] [--seed 0]
 
 An error is one line on stderr and a non-zero exit; `--debug` (any command) adds the traceback.
 ``train`` runs under ``torchrun`` and ``accelerate launch`` as it is.
@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import importlib
 import importlib.util
+import inspect
 import json
 import logging
 import os
@@ -385,6 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--train", type=int, help="training examples (default: the task's)")
     data.add_argument("--test", type=int, help="held-out examples (default: the task's)")
     data.add_argument("--seed", type=int, default=0, help="seed of the generator")
+    data.add_argument("--variant", choices=["full", "tiny"], default="full",
+                      help="full: the task as its module describes it; tiny: the variant that a tiny model learns on a "
+                           "CPU in minutes (answers it can see, short solutions), which the *_cpu recipes train on "
+                           "(search, coding and refocus; zoom is tiny already)")
     return parser
 
 
@@ -421,8 +426,12 @@ def run_command(argv: list[str]) -> None:
     elif args.command == "make-data":
         module_name, function_name = SYNTHETIC_TASKS[args.task].split(":")
         write = getattr(importlib.import_module(module_name), function_name)
-        counts = {key: value for key, value in (("num_train", args.train), ("num_test", args.test)) if value is not None}
-        print(write(args.output_dir, seed=args.seed, **counts))
+        options = {key: value for key, value in (("num_train", args.train), ("num_test", args.test)) if value is not None}
+        if args.variant != "full":
+            if "variant" not in inspect.signature(write).parameters:
+                raise ValueError(f"make-data {args.task} has no {args.variant!r} variant")
+            options["variant"] = args.variant
+        print(write(args.output_dir, seed=args.seed, **options))
 
 
 def main(argv: list[str] | None = None) -> None:
