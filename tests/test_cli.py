@@ -167,7 +167,6 @@ def test_bad_images_are_found_before_training_and_can_be_skipped(tiny_model_dir,
     from PIL import Image
 
     from agentic_vlm.data import load_jsonl_dataset
-    from agentic_vlm.data.validation import check_images
 
     rows = [json.loads(line) for line in (Path(zoom_data_dir) / "train.jsonl").read_text().splitlines()]
     source = Path(zoom_data_dir) / rows[0]["images"][0]
@@ -183,12 +182,14 @@ def test_bad_images_are_found_before_training_and_can_be_skipped(tiny_model_dir,
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(RECIPE.format(model=tiny_model_dir, data=tmp_path))
     error = train_error(capsys, recipe)
-    assert f"{data}, row 2 (id {rows[1]['id']}): field 'images': image {tmp_path / 'corrupt.png'} cannot be decoded" in error
+    assert f"{data}, line 2: field 'images': image {tmp_path / 'corrupt.png'} cannot be decoded" in error
 
-    dataset = load_jsonl_dataset(data)
-    with pytest.raises(ValueError, match=r"row 2 .*huge.png is larger than max_image_pixels"):
-        check_images(dataset.select([0, 3]), str(data))
-    kept = check_images(dataset, str(data), skip_bad_rows=True)
+    (tmp_path / "two.jsonl").write_text("\n".join(json.dumps(row) for row in (rows[0], rows[3])) + "\n")
+    with pytest.raises(ValueError, match=r"two.jsonl, line 2: field 'images': .*huge.png is larger than max_image_pix"):
+        load_jsonl_dataset(tmp_path / "two.jsonl")
+    with pytest.raises(ValueError, match=r"line 1: field 'images': image .* is 224x224, more than max_image_pixels \(9"):
+        load_jsonl_dataset(tmp_path / "two.jsonl", max_image_pixels=9)
+    kept = load_jsonl_dataset(data, skip_bad_rows=True)
     assert kept["id"] == [rows[0]["id"], *(row["id"] for row in rows[4:])]
     assert [image.size for image in kept[0]["images"]] == [Image.open(source).size]
 

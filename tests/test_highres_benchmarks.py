@@ -93,6 +93,27 @@ def test_vstar_errors_name_the_file(tmp_path):
     (folder / "relative_position" / "sa_201.jpg").unlink()
     with pytest.raises(DatasetFormatError, match="sa_201.json.*no image beside it"):
         load_vstar(folder)
+    (folder / "relative_position" / "sa_201.jpg").write_bytes(b"")  # an empty download
+    with pytest.raises(DatasetFormatError, match=r"sa_201.json, the file: image .*sa_201.jpg cannot be decoded"):
+        load_vstar(folder)
+
+
+def test_vstar_and_hrbench_bad_items_can_be_skipped(tmp_path, caplog):
+    folder = write_vstar(tmp_path / "vstar_bench")
+    (folder / "relative_position" / "sa_201.json").write_text("{")
+    rows = hrbench_rows()
+    rows[2]["image"] = base64.b64encode(b"not a png").decode()
+    tsv = write_tsv(tmp_path / "hr.tsv", rows)
+    with pytest.raises(DatasetFormatError, match=r"hr.tsv, line 4: field 'image': image \(embedded\) cannot be "
+                                                 r"decoded .*\(skip_bad_rows leaves such rows out\)"):
+        load_hrbench(tsv)
+    with caplog.at_level("WARNING"):
+        vstar = load_vstar(folder, skip_bad_rows=True)
+        hrbench = load_hrbench(tsv, skip_bad_rows=True)
+    assert len(vstar) == 4 and "relative_position/sa_201" not in vstar["id"]
+    assert hrbench["id"] == ["0", "1", "11"]
+    assert f"skipped 1 bad row(s) of 5 in {folder}" in caplog.text and "sa_201.json: not valid JSON" in caplog.text
+    assert f"skipped 1 bad row(s) of 4 in {tsv}" in caplog.text
 
 
 def test_hrbench_loader_reads_the_tsv_and_its_base64_images(tmp_path):
@@ -109,9 +130,9 @@ def test_hrbench_loader_reads_the_tsv_and_its_base64_images(tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"answer": "E"}, "row 2: field 'answer' must be the letter of an option"),
-        ({"image": "not base64!"}, "row 2: field 'image' is not base64"),
-        ({"question": " "}, "row 2: field 'question' must be a non-empty string"),
+        ({"answer": "E"}, "line 3: field 'answer' must be the letter of an option"),
+        ({"image": "not base64!"}, "line 3: field 'image' is not base64"),
+        ({"question": " "}, "line 3: field 'question' must be a non-empty string"),
     ],
 )
 def test_hrbench_errors_name_file_row_and_field(tmp_path, change, message):

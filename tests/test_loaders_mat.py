@@ -94,6 +94,37 @@ def test_mat_coding_errors_name_file_row_and_field(tmp_path, edit, message):
     assert str(path) in str(error.value) and message in str(error.value)
 
 
+def test_mat_coding_images_are_decoded_where_they_are_read_and_bad_records_can_be_skipped(tmp_path, caplog):
+    path = _broken_copy(tmp_path, "MAT-Coding.json", lambda records: records[2].update(ori_image_path="empty.png"))
+    (tmp_path / "MAT-Coding-image" / "empty.png").write_bytes(b"")
+    with pytest.raises(DatasetFormatError, match=r"MAT-Coding.json, row 3: field 'ori_image_path': image "
+                                                 r".*empty.png cannot be decoded"):
+        load_mat_coding(path)
+    records = json.loads(path.read_text())
+    records[1]["type"] = "rotation180"
+    path.write_text(json.dumps(records))
+    with caplog.at_level("WARNING"):
+        dataset = load_mat_coding(path, skip_bad_rows=True)
+    assert dataset["id"] == [str(records[0]["id"]), str(records[3]["id"])]
+    assert f"skipped 2 bad row(s) of 4 in {path}" in caplog.text
+    assert "row 2: field 'type' must be a non-empty list" in caplog.text and "row 3: field 'ori_image_path'" in caplog.text
+
+
+def test_training_steps_that_are_malformed_are_skipped_with_their_trajectory(tmp_path, caplog):
+    steps = json.loads((FIXTURES / "rft_agent_code_sample.json").read_text())
+    steps[4]["solution"] = None  # none_7's answer step: its trajectory is left incomplete
+    path = tmp_path / "rft_agent_code_sample.json"
+    path.write_text(json.dumps(steps))
+    shutil.copytree(FIXTURES / "rft_agent_code_sample_images", tmp_path / "rft_agent_code_sample_images")
+    with pytest.raises(DatasetFormatError, match=r"row 5: field 'solution' must be a non-empty string"):
+        load_mat_training(path)
+    with caplog.at_level("WARNING"):
+        dataset = load_mat_training(path, skip_bad_rows=True)
+    assert dataset["id"] == ["overexposure_60"]
+    assert "row 5: field 'solution' must be a non-empty string" in caplog.text
+    assert "row 2: field 'solution': the steps of image 'none_7' need exactly one <answer> step" in caplog.text
+
+
 def test_training_trajectory_without_an_answer_step_is_reported(tmp_path):
     steps = json.loads((FIXTURES / "rft_agent_code_sample.json").read_text())
     path = tmp_path / "rft_agent_code_sample.json"

@@ -196,17 +196,20 @@ def test_parquet_loads_prompts_answers_boxes_and_images(tmp_path):
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"metadata": "{not json"}, "row 1: field 'metadata': not valid JSON"),
-        ({"metadata": "[1, 2]"}, "row 1: field 'metadata': must be a JSON object, got list"),
-        ({"metadata": json.dumps({"type": "v_bar"})}, "row 1: field 'metadata': has no boxes"),
+        ({"metadata": "{not json"}, "row 2: field 'metadata': not valid JSON"),
+        ({"metadata": "[1, 2]"}, "row 2: field 'metadata': must be a JSON object, got list"),
+        ({"metadata": json.dumps({"type": "v_bar"})}, "row 2: field 'metadata': has no boxes"),
         ({"metadata": json.dumps({"x_values_bbox": {"Jan": [0, 0, 30]}})},
-         "row 1: field 'metadata': x_values_bbox['Jan'] must be"),
+         "row 2: field 'metadata': x_values_bbox['Jan'] must be"),
         ({"metadata": json.dumps({"rows_bbox": [[0, 0, 1, 1]]})}, "rows_bbox must map each label to its box"),
-        ({"query": " "}, "row 1: field 'query': must be a non-empty string"),
-        ({"answer": "|||"}, "row 1: field 'answer': holds no answer"),
-        ({"images": [{"bytes": b"not an image", "path": None}]}, "row 1: field 'images': image 0 is not an image"),
-        ({"images": [], "figure_path": "missing.png"},
-         "row 1: field 'images': is empty, and figure_path 'missing.png' is not a file"),
+        ({"query": " "}, "row 2: field 'query': must be a non-empty string"),
+        ({"answer": "|||"}, "row 2: field 'answer': holds no answer"),
+        ({"images": [{"bytes": b"not an image", "path": None}]},
+         "row 2: field 'images': image (embedded) cannot be decoded (UnidentifiedImageError"),
+        ({"images": [{"bytes": png_bytes("red")[:60], "path": None}]},
+         "row 2: field 'images': image (embedded) cannot be decoded"),  # a truncated image: its header reads
+        ({"images": [], "figure_path": "missing.png"}, "row 2: field 'figure_path': image missing.png is not in"),
+        ({"images": [], "figure_path": None}, "row 2: field 'images' is empty, and so is 'figure_path'"),
     ],
 )
 def test_parquet_errors_name_file_row_and_field(tmp_path, changes, message):
@@ -220,3 +223,12 @@ def test_parquet_missing_columns_are_named(tmp_path):
     path = write_parquet(tmp_path / "no_query.parquet", refocus_records(), drop="query")
     with pytest.raises(DatasetFormatError, match=r"missing column\(s\) \['query'\]"):
         load_refocus_parquet(path)
+
+
+def test_parquet_bad_rows_can_be_skipped(tmp_path, caplog):
+    path = write_parquet(tmp_path / "bad.parquet", refocus_records(images=[{"bytes": b"GIF89a", "path": None}]))
+    with caplog.at_level("WARNING"):
+        dataset = load_refocus_parquet(path, skip_bad_rows=True)
+    assert dataset["figure_id"] == ["t1"]
+    assert f"skipped 1 bad row(s) of 2 in {path}" in caplog.text
+    assert f"{path}, row 2: field 'images': image (embedded) cannot be decoded" in caplog.text

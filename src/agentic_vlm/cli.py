@@ -49,12 +49,10 @@ def _require_model_extras(model_args) -> None:
 
 def load_training_data(file: str, script_args):
     """A training or evaluation file, any format the evaluation reads, with every image checked up front."""
-    from .data.validation import check_images
     from .eval.benchmarks import load_benchmark
 
-    dataset = load_benchmark(file, skip_bad_rows=script_args.skip_bad_rows).dataset
-    return check_images(dataset, file, skip_bad_rows=script_args.skip_bad_rows,
-                        max_image_pixels=script_args.max_image_pixels)
+    return load_benchmark(file, skip_bad_rows=script_args.skip_bad_rows,
+                          max_image_pixels=script_args.max_image_pixels).dataset
 
 
 def train(argv: list[str]) -> None:
@@ -175,8 +173,8 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default="data", help="where the shipped tasks are")
     parser.add_argument("--limit", type=_positive, help="evaluate the first N items only (default: all)")
     parser.add_argument("--skip-bad-rows", action="store_true",
-                        help="leave out rows whose images cannot be used, and malformed lines of a task file "
-                             "(reported with a count and the first reasons) instead of stopping")
+                        help="leave out the records that fail validation (a field, or an image that cannot be used), "
+                             "reported with a count and the first reasons, instead of stopping at the first")
     parser.add_argument("--max-image-pixels", type=_positive, default=89_478_485,
                         help="a row with a larger image (width x height) is a bad row")
     parser.add_argument("--tools", type=_names, help="comma-separated tools (default: the benchmark's)")
@@ -235,7 +233,6 @@ def _dataset_file(args: argparse.Namespace) -> Path:
 def evaluate_command(args: argparse.Namespace) -> None:
     from transformers import AutoConfig
 
-    from .data.validation import check_images
     from .eval import evaluate, load_benchmark, load_for_inference, no_tools_path, summary_path, write_summary
     from .eval.runner import check_same_settings, file_fingerprint, model_fingerprint, settings_fingerprint
     from .protocols import get_protocol
@@ -247,10 +244,9 @@ def evaluate_command(args: argparse.Namespace) -> None:
     # Everything that can fail is checked before the model loads: the model path, the data and its images, the
     # tools and rewards, the output to resume.
     check_model_exists(args.model)
-    benchmark = load_benchmark(args.dataset, args.format, args.image_root, args.data_dir, args.skip_bad_rows)
+    benchmark = load_benchmark(args.dataset, args.format, args.image_root, args.data_dir, args.skip_bad_rows,
+                               args.max_image_pixels)
     dataset_file = _dataset_file(args)
-    benchmark.dataset = check_images(benchmark.dataset, str(dataset_file), skip_bad_rows=args.skip_bad_rows,
-                                     max_image_pixels=args.max_image_pixels)
     if args.limit is not None:
         benchmark.dataset = benchmark.dataset.select(range(min(args.limit, len(benchmark.dataset))))
     if args.no_tools and (args.tools or args.tool_kwargs):

@@ -30,7 +30,16 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from .records import DatasetFormatError, require, string_field, to_dataset
+from .records import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    DatasetFormatError,
+    collect_rows,
+    embedded_image,
+    image_problem,
+    require,
+    string_field,
+    to_dataset,
+)
 
 INSTRUCTION = "Answer with the option's letter from the given choices directly."
 VSTAR_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -43,22 +52,25 @@ def choice_prompt(question: str, options: list[str]) -> list[dict]:
     return [{"role": "user", "content": "\n".join(lines)}]
 
 
-def load_vstar(folder: str | Path) -> Dataset:
-    """V* Bench from its published folder (see the module's docstring)."""
+def load_vstar(folder: str | Path, skip_bad_rows: bool = False,
+               max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Dataset:
+    """V* Bench from its published folder (see the module's docstring); an error names the item's JSON file."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"V* Bench folder {folder} does not exist")
-    rows = []
-    for category in sorted(path for path in folder.iterdir() if path.is_dir()):
-        for annotation_file in sorted(category.glob("*.json")):
-            rows.append(_vstar_row(annotation_file, category.name))
-    if not rows:
+    items = [(annotation_file, category.name)
+             for category in sorted(path for path in folder.iterdir() if path.is_dir())
+             for annotation_file in sorted(category.glob("*.json"))]
+    if not items:
         raise DatasetFormatError(f"{folder}: no items; V* Bench has a subfolder per category (direct_attributes, "
                                  "relative_position) of images with a JSON file each")
-    return to_dataset(rows, folder)
+    bad_rows: list[str] | None = [] if skip_bad_rows else None
+    rows = collect_rows(((str(item[0]), item) for item in items),
+                        lambda item, where: _vstar_row(*item, max_image_pixels), bad_rows)
+    return to_dataset(rows, folder, bad_rows)
 
 
-def _vstar_row(annotation_file: Path, category: str) -> dict:
+def _vstar_row(annotation_file: Path, category: str, max_image_pixels: int) -> dict:
     where = "the file"
     try:
         record = json.loads(annotation_file.read_text(encoding="utf-8"))
@@ -72,6 +84,8 @@ def _vstar_row(annotation_file: Path, category: str) -> dict:
     images = [annotation_file.with_suffix(suffix) for suffix in VSTAR_IMAGE_SUFFIXES]
     image = next((path for path in images if path.is_file()), None)
     require(image is not None, annotation_file, where, f"no image beside it ({', '.join(p.name for p in images)})")
+    problem = image_problem(image, str(image), max_image_pixels)
+    require(problem is None, annotation_file, where, str(problem))
     item_id = f"{category}/{annotation_file.stem}"
     shift = zlib.crc32(item_id.encode()) % len(options)  # the right option (first) ends up at index `shift`
     shown = options[-shift:] + options[:-shift] if shift else list(options)
@@ -79,32 +93,33 @@ def _vstar_row(annotation_file: Path, category: str) -> dict:
             "answer": [string.ascii_uppercase[shift], options[0]], "category": category, "options": shown}
 
 
-def load_hrbench(path: str | Path) -> Dataset:
+def load_hrbench(path: str | Path, skip_bad_rows: bool = False,
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Dataset:
     """HR-Bench 4K or 8K from its published TSV, or a parquet file with the same columns."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"HR-Bench file {path} does not exist")
     records = _parquet_records(path) if path.suffix == ".parquet" else _tsv_records(path)
-    rows = [_hrbench_row(record, path, f"row {number}") for number, record in enumerate(records, start=1)]
-    if not rows:
-        raise DatasetFormatError(f"{path}: no rows")
-    return to_dataset(rows, path)
+    bad_rows: list[str] | None = [] if skip_bad_rows else None
+    rows = collect_rows(records, lambda record, where: _hrbench_row(record, path, where, max_image_pixels), bad_rows)
+    return to_dataset(rows, path, bad_rows)
 
 
-def _tsv_records(path: Path) -> list[dict]:
+def _tsv_records(path: Path) -> list[tuple[str, dict]]:
     csv.field_size_limit(sys.maxsize)  # an 8K image in base64 is tens of megabytes in one field
     with open(path, encoding="utf-8", newline="") as file:
         reader = csv.DictReader(file, delimiter="\t")
         _require_columns(path, reader.fieldnames or [])
-        return list(reader)
+        # The header is line 1; a record is named by the line it ends on (a quoted field may span lines).
+        return [(f"line {reader.line_num}", record) for record in reader]
 
 
-def _parquet_records(path: Path) -> list[dict]:
+def _parquet_records(path: Path) -> list[tuple[str, dict]]:
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
     _require_columns(path, table.column_names)
-    return table.to_pylist()
+    return [(f"row {number}", record) for number, record in enumerate(table.to_pylist(), start=1)]
 
 
 def _require_columns(path: Path, columns: list[str]) -> None:
@@ -114,7 +129,7 @@ def _require_columns(path: Path, columns: list[str]) -> None:
                                  "and the options A, B, C, D")
 
 
-def _hrbench_row(record: dict, path: Path, where: str) -> dict:
+def _hrbench_row(record: dict, path: Path, where: str, max_image_pixels: int) -> dict:
     options = []
     for letter in string.ascii_uppercase:
         value = record.get(letter)
@@ -132,5 +147,5 @@ def _hrbench_row(record: dict, path: Path, where: str) -> dict:
     except (binascii.Error, TypeError, ValueError):
         raise DatasetFormatError(f"{path}, {where}: field 'image' is not base64") from None
     return {"id": str(record["index"]), "prompt": choice_prompt(question, options),
-            "images": [{"bytes": image, "path": None}], "answer": [letter, options[ord(letter) - ord("A")]],
+            "images": [embedded_image(image, path, where, "image", max_image_pixels)], "answer": [letter, options[ord(letter) - ord("A")]],
             "category": str(record["category"]), "cycle_category": str(record["cycle_category"]), "options": options}

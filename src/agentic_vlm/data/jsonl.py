@@ -11,29 +11,30 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from .records import DatasetFormatError, answers_field, image_file, read_records, require, string_field, to_dataset
-from .validation import report_skipped_rows
+from .records import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    answers_field,
+    collect_rows,
+    image_file,
+    read_records,
+    require,
+    string_field,
+    to_dataset,
+)
 
 
-def load_jsonl_dataset(path: str | Path, skip_bad_rows: bool = False) -> Dataset:
-    """The task file ``path``; a bad line raises :class:`DatasetFormatError`, or with ``skip_bad_rows`` is left out
-    (a warning gives how many, with the first reasons)."""
+def load_jsonl_dataset(path: str | Path, skip_bad_rows: bool = False,
+                       max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Dataset:
+    """The task file ``path``, every image decoded once; a bad line raises :class:`DatasetFormatError`, or with
+    ``skip_bad_rows`` is left out (a warning gives how many, with the first reasons)."""
     path = Path(path)
     bad_rows: list[str] | None = [] if skip_bad_rows else None
-    rows = []
-    for where, record in read_records(path, bad_rows):
-        try:
-            rows.append(_task_row(record, path, where))
-        except DatasetFormatError as error:
-            if bad_rows is None:
-                raise DatasetFormatError(f"{error} (skip_bad_rows leaves such rows out)") from None
-            bad_rows.append(str(error))
-    if bad_rows:
-        report_skipped_rows(bad_rows, len(rows) + len(bad_rows), str(path))
-    return to_dataset(rows, path)
+    rows = collect_rows(read_records(path, bad_rows),
+                        lambda record, where: _task_row(record, path, where, max_image_pixels), bad_rows)
+    return to_dataset(rows, path, bad_rows)
 
 
-def _task_row(record: dict, path: Path, where: str) -> dict:
+def _task_row(record: dict, path: Path, where: str, max_image_pixels: int) -> dict:
     question = string_field(record, "question", path, where)
     answer = answers_field(record, "answer", path, where)
     images = record.get("images", [])
@@ -42,7 +43,7 @@ def _task_row(record: dict, path: Path, where: str) -> dict:
     extra = {key: value for key, value in record.items() if key not in ("question", "answer", "images")}
     return {
         "prompt": [{"role": "user", "content": question}],
-        "images": [image_file(image, [path.parent], path, where, "images") for image in images],
+        "images": [image_file(image, [path.parent], path, where, "images", max_image_pixels) for image in images],
         "answer": answer,
         **extra,
     }

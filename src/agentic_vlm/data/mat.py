@@ -29,7 +29,16 @@ from pathlib import Path
 from datasets import Dataset
 
 from ..protocols.arft import ArftProtocol
-from .records import answers_field, image_file, read_records, require, string_field, to_dataset
+from .records import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    answers_field,
+    collect_rows,
+    image_file,
+    read_records,
+    require,
+    string_field,
+    to_dataset,
+)
 
 # MAT prompts wrap the question as "<query> ... </query>" (the closing tag is sometimes written "<query>").
 _QUERY_TAGS = re.compile(r"</?query>")
@@ -45,40 +54,45 @@ def image_roots(path: Path, image_root: str | Path | None) -> list[Path]:
     return [folder / f"{path.stem}-image", folder / f"{path.stem}_images", folder / "images", folder]
 
 
-def load_mat_search(path: str | Path, image_root: str | Path | None = None) -> Dataset:
+def load_mat_search(path: str | Path, image_root: str | Path | None = None, skip_bad_rows: bool = False,
+                    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Dataset:
     """MAT-Search: multi-hop questions about an image that need web search."""
     path = Path(path)
     roots = image_roots(path, image_root)
-    rows = []
-    for where, record in read_records(path):
+
+    def row(record: dict, where: str) -> dict:
         extra = {key: value for key, value in record.items()
                  if key not in ("id", "question", "answer", "image_path")}
-        rows.append({
+        return {
             "id": _id_field(record, path, where),
             "prompt": _prompt(string_field(record, "question", path, where)),
-            "images": [image_file(string_field(record, "image_path", path, where), roots, path, where, "image_path")],
+            "images": [image_file(string_field(record, "image_path", path, where), roots, path, where, "image_path",
+                                  max_image_pixels)],
             "answer": answers_field(record, "answer", path, where),
             **extra,
-        })
-    return to_dataset(rows, path)
+        }
+
+    bad_rows: list[str] | None = [] if skip_bad_rows else None
+    return to_dataset(collect_rows(read_records(path, bad_rows), row, bad_rows), path, bad_rows)
 
 
-def load_mat_coding(path: str | Path, image_root: str | Path | None = None) -> Dataset:
+def load_mat_coding(path: str | Path, image_root: str | Path | None = None, skip_bad_rows: bool = False,
+                    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Dataset:
     """MAT-Coding: questions about degraded images that code can restore (rotate, brighten, denoise, crop...)."""
     path = Path(path)
     roots = image_roots(path, image_root)
-    rows = []
-    for where, record in read_records(path):
+
+    def row(record: dict, where: str) -> dict:
         degradations = record.get("type")
         require(isinstance(degradations, list) and bool(degradations) and all(isinstance(t, str) for t in degradations),
                 path, where, "field 'type' must be a non-empty list of degradation names")
-        original = image_file(string_field(record, "ori_image_path", path, where), roots, path, where,
-                              "ori_image_path")
-        processed = image_file(string_field(record, "processed_image_path", path, where), roots, path, where,
-                               "processed_image_path")
+        original, processed = (
+            image_file(string_field(record, field, path, where), roots, path, where, field, max_image_pixels)
+            for field in ("ori_image_path", "processed_image_path")
+        )
         extra = {key: value for key, value in record.items() if key not in (
             "id", "question", "answers", "ori_image_path", "processed_image_path", "type", "split")}
-        rows.append({
+        return {
             "id": _id_field(record, path, where),
             "prompt": _prompt(string_field(record, "question", path, where)),
             "images": [original if "crop" in degradations else processed],
@@ -88,25 +102,35 @@ def load_mat_coding(path: str | Path, image_root: str | Path | None = None) -> D
             "ori_image_path": original,
             "processed_image_path": processed,
             **extra,
-        })
-    return to_dataset(rows, path)
+        }
+
+    bad_rows: list[str] | None = [] if skip_bad_rows else None
+    return to_dataset(collect_rows(read_records(path, bad_rows), row, bad_rows), path, bad_rows)
 
 
-def load_mat_training(path: str | Path, image_root: str | Path | None = None) -> Dataset:
+def load_mat_training(path: str | Path, image_root: str | Path | None = None, skip_bad_rows: bool = False,
+                      max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Dataset:
     """A MAT training file (``rft_agent_search_20.json``, ``rft_agent_code_1_2k.json``) as one row per trajectory:
     ``id`` (the image's name), ``prompt``, ``images``, ``answer``, and for the coding file ``type``, the degradations
-    its first step diagnoses."""
+    its first step diagnoses. With ``skip_bad_rows`` a malformed step is left out, and so is a trajectory that is
+    then incomplete."""
     path = Path(path)
     roots = image_roots(path, image_root)
-    trajectories: dict[str, list[tuple[str, dict]]] = {}
-    for where, record in read_records(path):
+    bad_rows: list[str] | None = [] if skip_bad_rows else None
+
+    def step(record: dict, where: str) -> tuple[str, dict]:
         for field in ("image_path", "problem", "solution"):
             string_field(record, field, path, where)
+        return where, record
+
+    trajectories: dict[str, list[tuple[str, dict]]] = {}
+    for where, record in collect_rows(read_records(path, bad_rows), step, bad_rows):
         trajectories.setdefault(_IMAGE_SUFFIX.sub("", Path(record["image_path"]).stem), []).append((where, record))
     protocol = ArftProtocol()
-    rows = []
-    for key, steps in trajectories.items():
-        first_where, first = steps[0]
+
+    def row(steps: list[tuple[str, dict]], first_where: str) -> dict:
+        first = steps[0][1]
+        key = _IMAGE_SUFFIX.sub("", Path(first["image_path"]).stem)
         is_coding = "type" in first
         if is_coding:  # the coding file names each step; the trajectory starts at its diagnosis
             starts = [(where, step) for where, step in steps if step.get("type") == "pre_problem"]
@@ -119,13 +143,15 @@ def load_mat_training(path: str | Path, image_root: str | Path | None = None) ->
         row = {
             "id": key,
             "prompt": _prompt(first["problem"]),
-            "images": [image_file(first["image_path"], roots, path, first_where, "image_path")],
+            "images": [image_file(first["image_path"], roots, path, first_where, "image_path", max_image_pixels)],
             "answer": answers[0],
         }
         if is_coding:
             row["type"] = _diagnosed_degradations(first["solution"], path, first_where)
-        rows.append(row)
-    return to_dataset(rows, path)
+        return row
+
+    located = [(steps[0][0], steps) for steps in trajectories.values()]
+    return to_dataset(collect_rows(located, row, bad_rows), path, bad_rows)
 
 
 def _id_field(record: dict, path: Path, where: str) -> str:

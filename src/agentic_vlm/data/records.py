@@ -1,16 +1,30 @@
-"""Reading published dataset files: a JSON list of objects or JSON lines, checked field by field.
+"""Reading dataset files record by record, each checked field by field and its images decoded once, up front.
 
-Every error is a :class:`DatasetFormatError` that names the file, the record ("row 3" of a JSON list, "line 3" of a
-JSON-lines file) and the field, so that a malformed release is fixed in one look.
+Every error is a :class:`DatasetFormatError` that names the file, the record ("row 3" of a JSON list or a parquet
+file, "line 3" of a JSON-lines or TSV file) and the field, so that a malformed release is fixed in one look, and so
+that a corrupt, empty or enormous image stops the run before any model loads, not at step 3 inside PIL. With
+``skip_bad_rows`` a loader leaves the bad records out instead, and warns how many, with the first reasons.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import logging
+import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import PIL.Image
 import pyarrow as pa
 from datasets import Dataset, Image, Sequence
+
+from ..frames import MAX_ASPECT_RATIO
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_IMAGE_PIXELS = PIL.Image.MAX_IMAGE_PIXELS
+REASONS_SHOWN = 5
 
 
 class DatasetFormatError(ValueError):
@@ -86,21 +100,79 @@ def answers_field(record: dict, name: str, path: Path, where: str) -> str | list
     return str(value)
 
 
-def image_file(name: str, roots: list[Path], path: Path, where: str, field: str) -> str:
-    """The first existing file ``name`` under ``roots`` (or ``name`` itself when absolute)."""
+def image_file(name: str, roots: list[Path], path: Path, where: str, field: str,
+               max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> str:
+    """The first existing file ``name`` under ``roots`` (or ``name`` itself when absolute), checked to decode."""
     candidates = [Path(name)] if Path(name).is_absolute() else [root / name for root in roots]
-    for candidate in candidates:
-        if candidate.is_file():
-            return str(candidate)
-    looked = ", ".join(str(candidate.parent) for candidate in candidates)
-    raise DatasetFormatError(f"{path}, {where}: field {field!r}: image {name} is not in {looked}")
+    found = next((candidate for candidate in candidates if candidate.is_file()), None)
+    if found is None:
+        looked = ", ".join(str(candidate.parent) for candidate in candidates)
+        raise DatasetFormatError(f"{path}, {where}: field {field!r}: image {name} is not in {looked}")
+    problem = image_problem(found, str(found), max_image_pixels)
+    require(problem is None, path, where, f"field {field!r}: {problem}")
+    return str(found)
 
 
-def to_dataset(rows: list[dict], path: Path) -> Dataset:
-    """Rows with ``prompt``, ``images`` (paths) and ``answer`` as a dataset whose images decode lazily.
+def embedded_image(data: bytes, path: Path, where: str, field: str,
+                   max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> dict:
+    """An image held in the file itself, checked to decode, as ``{"bytes", "path"}`` (what datasets' ``Image``
+    feature reads)."""
+    problem = image_problem(io.BytesIO(data), "(embedded)", max_image_pixels)
+    require(problem is None, path, where, f"field {field!r}: {problem}")
+    return {"bytes": data, "path": None}
+
+
+def image_problem(source, name: str, max_image_pixels: int) -> str | None:
+    """What is wrong with the image at ``source`` (a path or a file object) called ``name``, or ``None``."""
+    try:
+        with warnings.catch_warnings(), PIL.Image.open(source) as opened:
+            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+            width, height = opened.size  # from the header: a huge image is refused before it is decoded
+            if width * height > max_image_pixels:
+                return f"image {name} is {width}x{height}, more than max_image_pixels ({max_image_pixels})"
+            if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+                return f"image {name} is {width}x{height}, an aspect ratio over {MAX_ASPECT_RATIO}"
+            opened.load()
+    except PIL.Image.DecompressionBombError as error:  # PIL refuses over twice its limit before reading the size
+        return f"image {name} is larger than max_image_pixels ({max_image_pixels}): {error}"
+    except (OSError, ValueError, SyntaxError) as error:
+        return f"image {name} cannot be decoded ({type(error).__name__}: {error})"
+    return None
+
+
+def collect_rows(records: Iterable[tuple[str, object]], make_row: Callable[[object, str], dict],
+                 bad_rows: list[str] | None) -> list[dict]:
+    """``make_row(record, where)`` for each located record. A record it refuses (:class:`DatasetFormatError`) stops
+    the load, or, when ``bad_rows`` is a list (``skip_bad_rows``), is left out and its reason appended there."""
+    rows = []
+    for where, record in records:
+        try:
+            rows.append(make_row(record, where))
+        except DatasetFormatError as error:
+            if bad_rows is None:
+                raise DatasetFormatError(f"{error} (skip_bad_rows leaves such rows out)") from None
+            bad_rows.append(str(error))
+    return rows
+
+
+def report_skipped_rows(reasons: list[str], total: int, source: str) -> None:
+    """Warn how many of ``total`` rows were left out, with the first reasons; every row bad is an error."""
+    if len(reasons) == total:
+        raise DatasetFormatError(f"{source}: every row is bad; the first: {reasons[0]}")
+    logger.warning("skipped %d bad row(s) of %d in %s; the first:\n  %s", len(reasons), total, source,
+                   "\n  ".join(reasons[:REASONS_SHOWN]))
+
+
+def to_dataset(rows: list[dict], path: Path, bad_rows: list[str] | None = None) -> Dataset:
+    """Rows with ``prompt``, ``images`` (paths, or ``{"bytes", "path"}``) and ``answer`` as a dataset whose images
+    decode lazily; ``bad_rows``, the reasons of the records left out, are reported here.
 
     When some answers are lists, every answer becomes a list (a dataset column has one type).
     """
+    if bad_rows:
+        report_skipped_rows(bad_rows, len(rows) + len(bad_rows), str(path))
+    if not rows:
+        raise DatasetFormatError(f"{path}: no rows")
     if any(isinstance(row["answer"], list) for row in rows):
         for row in rows:
             row["answer"] = row["answer"] if isinstance(row["answer"], list) else [row["answer"]]

@@ -7,7 +7,7 @@ them as variables in the sandbox (:mod:`agentic_vlm.tools.refocus`) and the prom
 the metadata as JSON text: its keys differ from row to row, which an Arrow struct column cannot hold.
 
 - :func:`load_refocus_parquet`: a ReFOCUS parquet file (``metadata``, ``figure_id``, ``figure_path``, ``query``,
-  ``answer``, ``images``), checked row by row. An answer with ``|||`` is a list whose items are all required (VTool-R1
+  ``answer``, ``images``), checked row by row, images included. An answer with ``|||`` is a list whose items are all required (VTool-R1
   asks its judge for "the same list" and its rule-based score gives credit per item); it becomes one answer of
   several parts joined by ``||``, which the metrics score part by part.
 - :func:`write_refocus_dataset`: bar charts and tables drawn with PIL, deterministic by seed, with questions whose
@@ -16,18 +16,25 @@ the metadata as JSON text: its keys differ from row to row, which an Arrow struc
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import random
 from pathlib import Path
 
 import PIL.Image
-from datasets import Dataset, Image, Sequence
+from datasets import Dataset
 from PIL import ImageDraw, ImageFont
 
 from ..rewards.answers import ITEM_SEPARATOR
-from .records import DatasetFormatError
+from .records import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    DatasetFormatError,
+    collect_rows,
+    embedded_image,
+    image_file,
+    require,
+    to_dataset,
+)
 from .splits import write_task_splits
 
 # The box fields the editing functions take, and how the prompt names their labels.
@@ -53,7 +60,8 @@ def refocus_question(question: str, metadata: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------- loading
-def load_refocus_parquet(path: str | Path) -> Dataset:
+def load_refocus_parquet(path: str | Path, skip_bad_rows: bool = False,
+                         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Dataset:
     """Load a ReFOCUS parquet file as a dataset of prompts with images, ``answer`` (its items joined by ``||``),
     ``question``, ``metadata`` (JSON text) and ``figure_id``. Errors name the file, the row and the field.
 
@@ -70,19 +78,17 @@ def load_refocus_parquet(path: str | Path) -> Dataset:
     missing = [column for column in REFOCUS_COLUMNS if column not in parquet.schema_arrow.names]
     if missing:
         raise DatasetFormatError(f"{path}: missing column(s) {missing}; a ReFOCUS file has {list(REFOCUS_COLUMNS)}")
-    rows = []
-    for batch in parquet.iter_batches(batch_size=256, columns=list(REFOCUS_COLUMNS)):
-        for record in batch.to_pylist():
-            rows.append(_refocus_row(record, path, len(rows)))
-    if not rows:
-        raise DatasetFormatError(f"{path}: no rows")
-    # Decoded lazily, row by row, when the trainer reads them.
-    return Dataset.from_list(rows).cast_column("images", Sequence(Image()))
+    records = (record for batch in parquet.iter_batches(batch_size=256, columns=list(REFOCUS_COLUMNS))
+               for record in batch.to_pylist())
+    bad_rows: list[str] | None = [] if skip_bad_rows else None
+    rows = collect_rows(((f"row {number}", record) for number, record in enumerate(records, start=1)),
+                        lambda record, where: _refocus_row(record, path, where, max_image_pixels), bad_rows)
+    return to_dataset(rows, path, bad_rows)
 
 
-def _refocus_row(record: dict, path: Path, index: int) -> dict:
+def _refocus_row(record: dict, path: Path, where: str, max_image_pixels: int) -> dict:
     def field_error(field: str, message: str) -> DatasetFormatError:
-        return DatasetFormatError(f"{path}, row {index}: field {field!r}: {message}")
+        return DatasetFormatError(f"{path}, {where}: field {field!r}: {message}")
 
     query, answer = record["query"], record["answer"]
     if not (isinstance(query, str) and query.strip()):
@@ -96,10 +102,7 @@ def _refocus_row(record: dict, path: Path, index: int) -> dict:
         metadata = parse_metadata(record["metadata"])
     except ValueError as error:
         raise field_error("metadata", str(error)) from None
-    try:
-        images = _images(record["images"], record["figure_path"], path.parent)
-    except ValueError as error:
-        raise field_error("images", str(error)) from None
+    images = _images(record["images"], record["figure_path"], path, where, max_image_pixels)
     return {
         "prompt": [{"role": "user", "content": refocus_question(query, metadata)}],
         "question": query,
@@ -146,28 +149,20 @@ def _is_box(box) -> bool:
     )
 
 
-def _images(cell, figure_path: str | None, folder: Path) -> list[dict]:
-    """The row's images as ``{"bytes", "path"}`` (what datasets' ``Image`` feature reads): the encoded images of the
-    cell, or else the file at ``figure_path``."""
+def _images(cell, figure_path: str | None, path: Path, where: str, max_image_pixels: int) -> list[dict]:
+    """The row's images as ``{"bytes", "path"}`` (what datasets' ``Image`` feature reads), each checked to decode: the
+    encoded images of the ``images`` cell, or else the file at
+    ``figure_path`` (relative to the parquet file's folder, or absolute)."""
     cells = [] if cell is None else cell if isinstance(cell, list) else [cell]
     images = []
     for number, entry in enumerate(cells):
         data = entry.get("bytes") if isinstance(entry, dict) else entry
-        if not isinstance(data, bytes):
-            raise ValueError(f"image {number} has no encoded bytes")
-        try:
-            PIL.Image.open(io.BytesIO(data))  # reads the header only: is it an image at all
-        except PIL.UnidentifiedImageError:
-            raise ValueError(f"image {number} is not an image file") from None
-        images.append({"bytes": data, "path": None})
+        require(isinstance(data, bytes), path, where, f"field 'images': image {number} has no encoded bytes")
+        images.append(embedded_image(data, path, where, "images", max_image_pixels))
     if images:
         return images
-    resolved = Path(figure_path) if figure_path else None
-    if resolved is not None and not resolved.is_absolute():
-        resolved = folder / resolved
-    if resolved is None or not resolved.is_file():
-        raise ValueError(f"is empty, and figure_path {figure_path!r} is not a file")
-    return [{"bytes": None, "path": str(resolved)}]
+    require(bool(figure_path), path, where, "field 'images' is empty, and so is 'figure_path'")
+    return [{"bytes": None, "path": image_file(figure_path, [path.parent], path, where, "figure_path", max_image_pixels)}]
 
 
 # -------------------------------------------------------------------------------------------------------- synthetic

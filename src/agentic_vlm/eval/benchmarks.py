@@ -21,7 +21,7 @@ from datasets import Dataset
 from ..data import load_jsonl_dataset
 from ..data.highres import load_hrbench, load_vstar
 from ..data.mat import load_mat_coding, load_mat_search, load_mat_training
-from ..data.records import read_records
+from ..data.records import DEFAULT_MAX_IMAGE_PIXELS, read_records
 from ..data.refocus import load_refocus_parquet
 
 
@@ -30,8 +30,8 @@ class DatasetFormat:
     """One kind of evaluation file.
 
     Attributes:
-        load: ``load(path, image_root)`` returns the dataset (``image_root`` is where images are, for formats that
-            keep them apart from the file; ``None`` for the format's default).
+        load: ``load(path, image_root, skip_bad_rows=..., max_image_pixels=...)`` returns the dataset (``image_root``
+            is where images are, for formats that keep them apart from the file; ``None`` for the format's default).
         detect: Whether a file is in this format (from its fields).
         metrics: The metrics the benchmark reports, the first being the one that decides "correct" in the viewer.
         group_by: Columns whose values the metrics are also reported for.
@@ -39,7 +39,7 @@ class DatasetFormat:
         protocol: How its tasks' actions and observations are written (a name from ``PROTOCOLS``).
     """
 
-    load: Callable[[Path, Path | None], Dataset]
+    load: Callable[..., Dataset]
     detect: Callable[[Path], bool]
     metrics: tuple[str, ...]
     group_by: tuple[str, ...] = ()
@@ -70,10 +70,10 @@ def _is_hrbench_file(path: Path) -> bool:
         return "cycle_category" in file.readline().rstrip("\n").split("\t")
 
 
-def _load_task_file(path: Path, image_root: Path | None, skip_bad_rows: bool = False) -> Dataset:
+def _load_task_file(path: Path, image_root: Path | None, **checks) -> Dataset:
     if image_root is not None:
         raise ValueError("a task file names its images relative to itself; image_root is for MAT files")
-    return load_jsonl_dataset(path, skip_bad_rows=skip_bad_rows)
+    return load_jsonl_dataset(path, **checks)
 
 
 DATASET_FORMATS: dict[str, DatasetFormat] = {
@@ -85,11 +85,14 @@ DATASET_FORMATS: dict[str, DatasetFormat] = {
                                   metrics=("exact_match", "f1_set"), group_by=("type",)),
     "tasks": DatasetFormat(_load_task_file, _first_record_has("question", "answer"),
                            metrics=("accuracy", "f1"), group_by=("split", "type")),
-    "vstar": DatasetFormat(lambda path, image_root: load_vstar(path), _is_vstar_folder, metrics=("choice",),
+    "vstar": DatasetFormat(lambda path, image_root, **checks: load_vstar(path, **checks), _is_vstar_folder,
+                           metrics=("choice",),
                            group_by=("category",), tools=("zoom", "code")),
-    "hrbench": DatasetFormat(lambda path, image_root: load_hrbench(path), _is_hrbench_file, metrics=("choice",),
+    "hrbench": DatasetFormat(lambda path, image_root, **checks: load_hrbench(path, **checks), _is_hrbench_file,
+                             metrics=("choice",),
                              group_by=("category", "cycle_category"), tools=("zoom", "code")),
-    "refocus": DatasetFormat(lambda path, image_root: load_refocus_parquet(path), lambda path: path.suffix == ".parquet",
+    "refocus": DatasetFormat(lambda path, image_root, **checks: load_refocus_parquet(path, **checks),
+                             lambda path: path.suffix == ".parquet",
                              metrics=("refocus",), tools=("refocus",), protocol="vtool"),
 }
 
@@ -141,11 +144,13 @@ class Benchmark:
 
 
 def load_benchmark(dataset: str, format: str = "auto", image_root: str | Path | None = None,
-                   data_dir: str | Path = "data", skip_bad_rows: bool = False) -> Benchmark:
+                   data_dir: str | Path = "data", skip_bad_rows: bool = False,
+                   max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Benchmark:
     """``dataset`` is a name from ``SHIPPED_TASKS`` (its test split under ``data_dir``) or a file; ``format`` is a
-    name from ``DATASET_FORMATS``, or ``auto`` to recognise the file by its fields. ``skip_bad_rows`` leaves out the
-    malformed lines of a task file (the other formats stop at the first; images are checked apart, see
-    :func:`~agentic_vlm.data.validation.check_images`)."""
+    name from ``DATASET_FORMATS``, or ``auto`` to recognise the file by its fields. Every record is checked as it is
+    read, its images decoded once (over ``max_image_pixels`` is an error); a bad one stops the load naming the file,
+    the record and the field, or with ``skip_bad_rows`` is left out (see :mod:`agentic_vlm.data.records`)."""
+    checks = {"skip_bad_rows": skip_bad_rows, "max_image_pixels": max_image_pixels}
     data_dir = Path(data_dir)
     image_root = Path(image_root) if image_root is not None else None
     if dataset in SHIPPED_TASKS and not Path(dataset).exists():
@@ -154,7 +159,7 @@ def load_benchmark(dataset: str, format: str = "auto", image_root: str | Path | 
         if not path.is_file():
             raise FileNotFoundError(f"the shipped {dataset} task is not at {path}; run from the repository root, "
                                     f"or generate it with: agentic-vlm make-data {dataset} {data_dir / dataset}")
-        return Benchmark(dataset, "tasks", _load_task_file(path, image_root, skip_bad_rows), task.metrics, task.group_by,
+        return Benchmark(dataset, "tasks", _load_task_file(path, image_root, **checks), task.metrics, task.group_by,
                          task.tools, task.protocol, task.tool_kwargs(data_dir) if task.tool_kwargs else {})
     if dataset in PUBLISHED_BENCHMARKS and not Path(dataset).exists():
         release, format = PUBLISHED_BENCHMARKS[dataset]
@@ -162,7 +167,7 @@ def load_benchmark(dataset: str, format: str = "auto", image_root: str | Path | 
         if not path.exists():
             raise FileNotFoundError(f"{dataset} is read from {path}: download its release there (or pass --data-dir)")
         spec = DATASET_FORMATS[format]
-        return Benchmark(dataset, format, spec.load(path, image_root), spec.metrics, spec.group_by, spec.tools,
+        return Benchmark(dataset, format, spec.load(path, image_root, **checks), spec.metrics, spec.group_by, spec.tools,
                          spec.protocol)
     path = Path(dataset)
     if not path.exists():
@@ -176,5 +181,5 @@ def load_benchmark(dataset: str, format: str = "auto", image_root: str | Path | 
     elif format not in DATASET_FORMATS:
         raise ValueError(f"unknown dataset format {format!r}; available: {', '.join(DATASET_FORMATS)}")
     spec = DATASET_FORMATS[format]
-    loaded = _load_task_file(path, image_root, skip_bad_rows) if format == "tasks" else spec.load(path, image_root)
-    return Benchmark(path.stem, format, loaded, spec.metrics, spec.group_by, spec.tools, spec.protocol)
+    return Benchmark(path.stem, format, spec.load(path, image_root, **checks), spec.metrics, spec.group_by, spec.tools,
+                     spec.protocol)
