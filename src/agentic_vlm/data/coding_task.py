@@ -14,6 +14,15 @@ Each row's reference ``solution`` is two turns of the ARFT protocol: Python in `
 Visual-ARFT convention, which the code tool follows), then the answer. Every degradation is undone by code that does
 not know its strength (a min-max stretch undoes any darkening or washing out of an image that held black and
 white), so the solutions are what a model could write from the image alone. Deterministic by seed.
+
+The ``tiny`` variant (``write_coding_dataset(..., variant="tiny")``, shipped in ``data/coding-tiny``, which the CPU
+recipe ``arft_coding_cpu.yaml`` trains on) keeps only the ``crop`` type, on what a tiny model with a random vision
+tower can see: the zoom task's image (a 3x3 grid of flat colour cells, :func:`.synthetic.make_zoom_example`), a
+question that names one cell by its box in pixels and asks its colour, and a reference solution of one short code turn
+that copies the box from the question, crops it and enlarges the crop as the full task's crop solutions do
+(``x1, y1, x2, y2 = [...]``, ``image = image[y1:y2, x1:x2]``, ``cv2.resize``, with the same input and output files),
+then the colour. Seen whole, the image holds nine colours; the code's output is one colour, large enough (64 image
+tokens, as many as the whole image) that the tiny model learns to read it.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .splits import write_task_splits
+from .synthetic import box_text, make_zoom_example
 
 # Sizes are multiples of 28, Qwen2.5-VL's patch group, so that pixel coordinates survive its resize unchanged.
 TEXT_IMAGE_SIZE = (280, 140)
@@ -48,6 +58,7 @@ PHOTOMETRIC_TYPES = ["dark", "overexposure", "blur", "noise"]
 
 # What the reference solution says and does for each degradation as applied: (thought, code lines acting on `image`).
 _STRETCH = "image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX)"
+_ENLARGE = f"image = cv2.resize(image, None, fx={CROP_ZOOM}, fy={CROP_ZOOM}, interpolation=cv2.INTER_CUBIC)"
 _FIXES = {
     "rotation90_ccw": ("The text runs upwards: the image is turned a quarter counter-clockwise, so I rotate it "
                        "90 degrees clockwise.", ["image = cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE)"]),
@@ -140,7 +151,7 @@ def _crop_example(rng: random.Random) -> CodingExample:
     code_lines = [
         f"x1, y1, x2, y2 = {x1}, {y1}, {x2}, {y2}",
         "image = image[y1:y2, x1:x2]",
-        f"image = cv2.resize(image, None, fx={CROP_ZOOM}, fy={CROP_ZOOM}, interpolation=cv2.INTER_CUBIC)",
+        _ENLARGE,
     ]
     thought = f"The words are too small to read, so I crop the box and enlarge it {CROP_ZOOM} times."
     return CodingExample(
@@ -152,6 +163,24 @@ def _crop_example(rng: random.Random) -> CodingExample:
         type=["crop"],
         split="hard",
         solution=[_code_turn(thought, code_lines), _answer_turn("word", words[target])],
+        box=box,
+    )
+
+
+def make_tiny_coding_example(rng: random.Random) -> CodingExample:
+    """A row of the tiny variant: the zoom task's image and question, solved by a crop in code."""
+    zoom = make_zoom_example(rng)
+    box, color = zoom["box"], zoom["answer"]
+    code_lines = [f"x1, y1, x2, y2 = {box_text(box)}", "image = image[y1:y2, x1:x2]", _ENLARGE]
+    thought = f"I crop the box and enlarge it {CROP_ZOOM} times."
+    return CodingExample(
+        image=zoom["image"],
+        clean=zoom["image"].crop(tuple(box)),
+        question=zoom["question"],
+        answer=color,
+        type=["crop"],
+        split="simple",
+        solution=[_code_turn(thought, code_lines), _answer_turn("color", color)],
         box=box,
     )
 
@@ -206,15 +235,27 @@ def _answer_turn(kind: str, text: str) -> str:
     return f"<think>The restored image shows the {kind} {text}.</think>\n<answer>{text}</answer>"
 
 
-def write_coding_dataset(output_dir: str | Path, num_train: int = 160, num_test: int = 48, seed: int = 0) -> Path:
+# Rows per split of each variant by default: (train, test).
+_DEFAULT_COUNTS = {"full": (160, 48), "tiny": (256, 64)}
+
+
+def write_coding_dataset(output_dir: str | Path, num_train: int | None = None, num_test: int | None = None,
+                         seed: int = 0, variant: str = "full") -> Path:
     """Write ``train.jsonl``, ``test.jsonl`` and their PNG images under ``output_dir``.
 
     Each row has ``id``, ``images``, ``question``, ``answer``, ``type``, ``split``, ``box`` (the crop box, or null)
-    and ``solution``.
+    and ``solution``. ``variant`` is ``"full"`` (the task above; 160 and 48 rows by default) or ``"tiny"`` (the crop
+    of one colour cell; 256 and 64 rows).
     """
+    if variant not in _DEFAULT_COUNTS:
+        raise ValueError(f"unknown coding variant {variant!r}: expected one of {', '.join(_DEFAULT_COUNTS)}")
+    make_example = make_tiny_coding_example if variant == "tiny" else make_coding_example
+    default_train, default_test = _DEFAULT_COUNTS[variant]
 
     def example(rng: random.Random):
-        coding_example = make_coding_example(rng)
+        coding_example = make_example(rng)
         return coding_example.image, coding_example.row()
 
-    return write_task_splits(output_dir, "coding", example, {"train": num_train, "test": num_test}, seed)
+    counts = {"train": default_train if num_train is None else num_train,
+              "test": default_test if num_test is None else num_test}
+    return write_task_splits(output_dir, "coding" if variant == "full" else f"coding-{variant}", example, counts, seed)
