@@ -1,6 +1,8 @@
 """ReFOCUS data: the synthetic charts and tables (boxes that match the drawing, solutions that reach the answer), the
-shipped files, and the parquet loader on a fixture of the published schema."""
+shipped files, the tiny variant (its reference action run by the real tool), and the parquet loader on a fixture of
+the published schema."""
 
+import asyncio
 import io
 import json
 import random
@@ -20,15 +22,20 @@ from agentic_vlm.data.refocus import (
     draw_table,
     load_refocus_parquet,
     make_refocus_example,
+    make_tiny_refocus_example,
     write_refocus_dataset,
 )
+from agentic_vlm.data.synthetic import COLORS
 from agentic_vlm.protocols import VtoolProtocol
 from agentic_vlm.rewards import build_reward_funcs
 from agentic_vlm.tools import Tool
-from agentic_vlm.tools.refocus import FUNCTION_NAMES, editing
+from agentic_vlm.tools.base import ToolContext
+from agentic_vlm.tools.code import SandboxUnavailableError
+from agentic_vlm.tools.refocus import FUNCTION_NAMES, RefocusCodeTool, editing
 from agentic_vlm.tools.refocus.tool import box_variables
 
 SHIPPED = Path(__file__).parents[1] / "data" / "refocus"
+SHIPPED_TINY = SHIPPED.with_name("refocus-tiny")
 
 
 class CodeToolName(Tool):
@@ -141,6 +148,122 @@ def test_shipped_data_loads_and_uses_every_function():
     used = {name for solution in train["solution"] for turn in solution for name in re.findall(r"focus_on_\w+", turn)}
     assert used == set(FUNCTION_NAMES)
     assert max(len(solution) for solution in train["solution"]) == 3  # some answers take two actions
+
+
+# ------------------------------------------------------------------------------------------------- the tiny variant
+TINY_QUESTION = re.compile(r"What color is the bar of (\w+)\? Answer with one word\.\nBoxes in pixels: "
+                           r"x_values_bbox for the x values (\[.*\])\.")
+
+
+def bar_colors(image: Image.Image) -> list[str]:
+    """The colours of the zoom task's palette that fill a bar's worth of ``image`` (100 pixels or more)."""
+    pixels = np.asarray(image.convert("RGB"))
+    return [name for name, rgb in COLORS.items() if (pixels == rgb).all(axis=-1).sum() >= 100]
+
+
+def asked_label(example: dict) -> str:
+    return TINY_QUESTION.fullmatch(example["question"]).group(1)
+
+
+def test_tiny_variant_rows_are_well_formed_and_deterministic_by_seed(tmp_path):
+    first, second, other = (write_refocus_dataset(tmp_path / name, 12, 4, seed, variant="tiny")
+                            for name, seed in (("a", 0), ("b", 0), ("c", 1)))
+    assert (first / "train.jsonl").read_text() == (second / "train.jsonl").read_text()
+    assert (first / "train.jsonl").read_text() != (other / "train.jsonl").read_text()
+    for image in (first / "images").iterdir():
+        assert image.read_bytes() == (second / "images" / image.name).read_bytes()
+    (reward,) = build_reward_funcs(["refocus_accuracy"], PROTOCOL, TOOLS)
+    rows = load_jsonl_dataset(first / "train.jsonl")
+    assert len(rows) == 12 and len(load_jsonl_dataset(first / "test.jsonl")) == 4
+    for row in rows:
+        label, listed = TINY_QUESTION.fullmatch(row["prompt"][0]["content"]).groups()
+        boxes = json.loads(row["metadata"])["x_values_bbox"]
+        assert 3 <= len(boxes) <= 4 and label in boxes
+        assert json.loads(listed) == list(boxes) == sorted(boxes)  # alphabetical: not where the bars stand
+        colors = bar_colors(row["images"][0])
+        assert len(colors) == len(boxes) and row["answer"] in colors  # one colour per bar; the answer is one of them
+        action, answer = row["solution"]
+        assert PROTOCOL.turn_is_well_formed(action, TOOLS, is_last=False)
+        assert PROTOCOL.turn_is_well_formed(answer, TOOLS, is_last=True)
+        assert PROTOCOL.parse_action(action, TOOLS).argument == (
+            f'display(focus_on_x_values_with_mask(image_1, ["{label}"], x_values_bbox))')
+        # The reward takes the colour as written: the answer scores 1, another bar's colour or "Red" for red 0.
+        replies = [row["solution"], [action, f"THOUGHT 1: x\nFINAL ANSWER: {row['answer'].title()}"],
+                   *([action, f"THOUGHT 1: x\nFINAL ANSWER: {color}"] for color in colors if color != row["answer"])]
+        completions = [[{"role": "assistant", "content": turn} for turn in reply] for reply in replies]
+        assert reward(prompts=[None] * len(replies), completions=completions,
+                      answer=[row["answer"]] * len(replies)) == [1.0] + [0.0] * (len(replies) - 1)
+
+
+def test_tiny_reference_action_run_by_the_real_tool_leaves_only_the_answers_colour():
+    try:
+        tool = RefocusCodeTool(workers=1, timeout_s=5.0, memory_mb=256)
+    except SandboxUnavailableError as error:
+        pytest.skip(f"this host cannot isolate code: {error}")
+    rng = random.Random(5)
+    examples = [make_tiny_refocus_example(rng) for _ in range(6)]
+
+    async def run_actions():
+        try:
+            return [await tool(PROTOCOL.parse_action(example["solution"][0], TOOLS).argument,
+                               ToolContext(trajectory_id=f"t{number}", images=[example["image"]],
+                                           row={"metadata": example["metadata"]}, turn=0))
+                    for number, example in enumerate(examples)]
+        finally:
+            await tool.aclose()
+
+    for example, observation in zip(examples, asyncio.run(run_actions()), strict=True):
+        assert observation.ok, observation.text
+        (shown,) = observation.images
+        assert len(bar_colors(example["image"])) >= 3
+        assert bar_colors(shown) == [example["answer"]]
+        answer_rgb = COLORS[example["answer"]]
+        assert ((np.asarray(shown) == answer_rgb).all(axis=-1).sum()
+                == (np.asarray(example["image"]) == answer_rgb).all(axis=-1).sum())  # the whole bar is kept
+
+
+def test_tiny_prompt_text_tells_neither_the_colour_nor_where_the_bar_stands():
+    """Without the tool the answer is a guess among the bars' colours: no lookup from the prompt (its whole text, the
+    asked label, or the label's rank among the listed ones) to the answer or to the asked bar's place from the left
+    (which with the image would give the colour), learnt on 1,000 examples, beats chance on 250 others by much.
+    Chance: 1/6 for the colour, about 0.29 for the place among 3-4 bars."""
+    rng = random.Random(11)
+    examples = [make_tiny_refocus_example(rng) for _ in range(1250)]
+
+    def place(example: dict) -> int:
+        boxes = json.loads(example["metadata"])["x_values_bbox"]
+        return sorted(boxes, key=lambda label: boxes[label]["x1"]).index(asked_label(example))
+
+    def rank(example: dict) -> tuple[int, int]:
+        listed = json.loads(TINY_QUESTION.fullmatch(example["question"]).group(2))
+        return listed.index(asked_label(example)), len(listed)
+
+    for key in (lambda example: example["question"], asked_label, rank):
+        for target in (lambda example: example["answer"], place):
+            seen: dict = {}
+            for example in examples[:1000]:
+                seen.setdefault(key(example), []).append(target(example))
+            everything = [value for values in seen.values() for value in values]
+            lookup = {k: max(set(values), key=values.count) for k, values in seen.items()}
+            fallback = max(set(everything), key=everything.count)
+            hits = [lookup.get(key(example), fallback) == target(example) for example in examples[1000:]]
+            assert sum(hits) / len(hits) < 0.4
+
+
+def test_shipped_tiny_data_is_what_make_data_writes(tmp_path):
+    assert sum(path.stat().st_size for path in SHIPPED_TINY.rglob("*") if path.is_file()) < 1_500_000
+    generated = write_refocus_dataset(tmp_path / "tiny", seed=0, variant="tiny")  # the default counts
+    for split, count in (("train", 192), ("test", 64)):
+        assert (SHIPPED_TINY / f"{split}.jsonl").read_text() == (generated / f"{split}.jsonl").read_text()
+        assert len(load_jsonl_dataset(SHIPPED_TINY / f"{split}.jsonl")) == count
+    for name in ("refocus-train-00000.png", "refocus-test-00063.png"):
+        shipped, made = (Image.open(folder / "images" / name) for folder in (SHIPPED_TINY, generated))
+        assert np.array_equal(np.asarray(shipped), np.asarray(made))
+
+
+def test_unknown_variant_is_named(tmp_path):
+    with pytest.raises(ValueError, match="unknown ReFOCUS variant 'small'; use one of full, tiny"):
+        write_refocus_dataset(tmp_path, variant="small")
 
 
 # ------------------------------------------------------------------------------------------------- parquet loader

@@ -12,6 +12,16 @@ the metadata as JSON text: its keys differ from row to row, which an Arrow struc
   several parts joined by ``||``, which the metrics score part by part.
 - :func:`write_refocus_dataset`: bar charts and tables drawn with PIL, deterministic by seed, with questions whose
   answers are numbers or labels read off the image, and reference solutions in the vtool protocol's format.
+
+  ``variant="tiny"`` is a task that the tiny CPU model (:mod:`agentic_vlm.tiny`: random vision tower, no reading of
+  rendered text) learns in minutes with the same tool: a vertical bar chart of 3-4 bars of different flat colours
+  (the zoom task's six), labelled with letters in random order, and the question "What color is the bar of C?".
+  The prompt lists the labels alphabetically, so neither it nor the image (whose labels the model cannot read)
+  tells which bar is C's: without the tool the answer is a guess among the bars' colours. The reference solution
+  copies the label into one action, ``display(focus_on_x_values_with_mask(image_1, ["C"], x_values_bbox))``, which
+  blanks every other bar, so that the observation shows one colour, the answer. The labels are single letters, one
+  token of the tiny vocabulary (which spells most words letter by letter): the tiny model learns to copy one token
+  in minutes, a word of four not.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from .records import (
     to_dataset,
 )
 from .splits import write_task_splits
+from .synthetic import COLORS
 
 # The box fields the editing functions take, and how the prompt names their labels.
 LABELLED_BOX_FIELDS = {
@@ -246,9 +257,13 @@ def draw_table(header: list[str], rows: list[list[str]]) -> tuple[PIL.Image.Imag
     return image, metadata
 
 
-def draw_bar_chart(title: str, values: dict[str, int], horizontal: bool, color) -> tuple[PIL.Image.Image, dict]:
+def draw_bar_chart(
+    title: str, values: dict[str, int], horizontal: bool, color, bar_width: int = 30
+) -> tuple[PIL.Image.Image, dict]:
     """A bar chart with its values written at the bars, and its metadata (``x_values_bbox`` for vertical bars,
-    ``y_values_bbox`` for horizontal ones; each box spans the category's bar, value and label)."""
+    ``y_values_bbox`` for horizontal ones; each box spans the category's bar, value and label). ``color`` is the
+    bars' RGB colour, or a mapping from each label to its bar's; ``bar_width`` is that of vertical bars (at most
+    ``SLOT_WIDTH``; horizontal ones are 18 pixels high)."""
     font = _font()
     top = MARGIN + 26  # below the title
     scale = 100  # values are below 100
@@ -262,20 +277,22 @@ def draw_bar_chart(title: str, values: dict[str, int], horizontal: bool, color) 
     image = PIL.Image.new("RGB", (width, height), "white")
     pen = ImageDraw.Draw(image)
     pen.text((width / 2, MARGIN), title, fill="black", font=font, anchor="mt")
+    bar_colors = color if isinstance(color, dict) else dict.fromkeys(values, color)
     boxes = {}
     for slot, (label, value) in enumerate(values.items()):
         length = bar_room * value / scale
         if horizontal:
             y1 = top + slot * SLOT_HEIGHT
             middle = y1 + SLOT_HEIGHT / 2
-            pen.rectangle((axis_x, middle - 9, axis_x + length, middle + 9), fill=color)
+            pen.rectangle((axis_x, middle - 9, axis_x + length, middle + 9), fill=bar_colors[label])
             pen.text((axis_x - 4, middle), label, fill="black", font=font, anchor="rm")
             pen.text((axis_x + length + 4, middle), str(value), fill="black", font=font, anchor="lm")
             boxes[label] = _box(MARGIN, y1, width - MARGIN, y1 + SLOT_HEIGHT)
         else:
             x1 = MARGIN + 20 + slot * SLOT_WIDTH
             middle = x1 + SLOT_WIDTH / 2
-            pen.rectangle((middle - 15, axis_y - length, middle + 15, axis_y), fill=color)
+            pen.rectangle((middle - bar_width / 2, axis_y - length, middle + bar_width / 2, axis_y),
+                          fill=bar_colors[label])
             pen.text((middle, axis_y - length - 3), str(value), fill="black", font=font, anchor="mb")
             pen.text((middle, axis_y + 5), label, fill="black", font=font, anchor="mt")
             boxes[label] = _box(x1, top, x1 + SLOT_WIDTH, height - 2)
@@ -390,12 +407,47 @@ def make_refocus_example(rng: random.Random) -> dict:
     return make_table_example(rng) if rng.random() < 0.5 else make_chart_example(rng)
 
 
-def write_refocus_dataset(output_dir: str | Path, num_train: int = 64, num_test: int = 16, seed: int = 0) -> Path:
+# The tiny variant: its labels, and bars nearly as wide as their slots, so that the one bar a mask leaves shows a
+# large patch of its colour in the tiny model's few image tokens.
+TINY_LABELS = tuple("ABCDEFGH")
+TINY_BAR_WIDTH = 48
+
+
+def make_tiny_refocus_example(rng: random.Random) -> dict:
+    """One example of the tiny variant (see the module docstring): the fields of :func:`make_refocus_example`."""
+    labels = rng.sample(TINY_LABELS, rng.randint(3, 4))
+    colors = dict(zip(labels, rng.sample(list(COLORS), len(labels)), strict=True))
+    values = dict(zip(labels, rng.sample(range(50, 96), len(labels)), strict=True))
+    image, metadata = draw_bar_chart("Sales by team", values, False, {label: COLORS[name] for label, name in
+                                                                        colors.items()}, TINY_BAR_WIDTH)
+    # Listed alphabetically, the labels in the prompt do not tell where each bar stands.
+    metadata["x_values_bbox"] = dict(sorted(metadata["x_values_bbox"].items()))
+    label = rng.choice(labels)
+    answer = colors[label]
+    solution = [
+        _action(0, "I mask the other bars.",
+                [f"display(focus_on_x_values_with_mask(image_1, {_labels([label])}, x_values_bbox))"]),
+        _answer(1, f"The bar is {answer}.", answer),
+    ]
+    return _example(image, metadata, f"What color is the bar of {label}? Answer with one word.", answer, solution)
+
+
+VARIANTS = {"full": (make_refocus_example, 64, 16), "tiny": (make_tiny_refocus_example, 192, 64)}
+
+
+def write_refocus_dataset(output_dir: str | Path, num_train: int | None = None, num_test: int | None = None,
+                          seed: int = 0, variant: str = "full") -> Path:
     """Write ``train.jsonl``, ``test.jsonl`` and their PNG images under ``output_dir`` (loadable with
-    :func:`agentic_vlm.data.load_jsonl_dataset`)."""
+    :func:`agentic_vlm.data.load_jsonl_dataset`). ``variant`` is ``"full"`` (charts and tables; 64 and 16 rows by
+    default) or ``"tiny"`` (the colours of bars; 192 and 64)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown ReFOCUS variant {variant!r}; use one of {', '.join(VARIANTS)}")
+    make_example, default_train, default_test = VARIANTS[variant]
 
     def example(rng: random.Random):
-        fields = make_refocus_example(rng)
+        fields = make_example(rng)
         return fields.pop("image"), fields
 
-    return write_task_splits(output_dir, "refocus", example, {"train": num_train, "test": num_test}, seed)
+    counts = {"train": default_train if num_train is None else num_train,
+              "test": default_test if num_test is None else num_test}
+    return write_task_splits(output_dir, "refocus", example, counts, seed)
