@@ -151,8 +151,8 @@ def test_shipped_data_loads_and_uses_every_function():
 
 
 # ------------------------------------------------------------------------------------------------- the tiny variant
-TINY_QUESTION = re.compile(r"What color is the bar of (\w+)\? Answer with one word\.\nBoxes in pixels: "
-                           r"x_values_bbox for the x values (\[.*\])\.")
+TINY_QUESTION = re.compile(r"Boxes in pixels: x_values_bbox for the x values (?P<listed>\[.*\])\.\n"
+                           r"What color is the bar of (?P<label>\w+)\?")
 
 
 def bar_colors(image: Image.Image) -> list[str]:
@@ -162,7 +162,7 @@ def bar_colors(image: Image.Image) -> list[str]:
 
 
 def asked_label(example: dict) -> str:
-    return TINY_QUESTION.fullmatch(example["question"]).group(1)
+    return TINY_QUESTION.fullmatch(example["question"])["label"]
 
 
 def test_tiny_variant_rows_are_well_formed_and_deterministic_by_seed(tmp_path):
@@ -176,7 +176,7 @@ def test_tiny_variant_rows_are_well_formed_and_deterministic_by_seed(tmp_path):
     rows = load_jsonl_dataset(first / "train.jsonl")
     assert len(rows) == 12 and len(load_jsonl_dataset(first / "test.jsonl")) == 4
     for row in rows:
-        label, listed = TINY_QUESTION.fullmatch(row["prompt"][0]["content"]).groups()
+        listed, label = TINY_QUESTION.fullmatch(row["prompt"][0]["content"]).groups()
         boxes = json.loads(row["metadata"])["x_values_bbox"]
         assert 3 <= len(boxes) <= 4 and label in boxes
         assert json.loads(listed) == list(boxes) == sorted(boxes)  # alphabetical: not where the bars stand
@@ -235,7 +235,7 @@ def test_tiny_prompt_text_tells_neither_the_colour_nor_where_the_bar_stands():
         return sorted(boxes, key=lambda label: boxes[label]["x1"]).index(asked_label(example))
 
     def rank(example: dict) -> tuple[int, int]:
-        listed = json.loads(TINY_QUESTION.fullmatch(example["question"]).group(2))
+        listed = json.loads(TINY_QUESTION.fullmatch(example["question"])["listed"])
         return listed.index(asked_label(example)), len(listed)
 
     for key in (lambda example: example["question"], asked_label, rank):

@@ -429,7 +429,13 @@ def make_tiny_refocus_example(rng: random.Random) -> dict:
                 [f"display(focus_on_x_values_with_mask(image_1, {_labels([label])}, x_values_bbox))"]),
         _answer(1, f"The bar is {answer}.", answer),
     ]
-    return _example(image, metadata, f"What color is the bar of {label}? Answer with one word.", answer, solution)
+    # The asked label ends the prompt, a fixed number of tokens before it is copied into the code: the tiny model
+    # learns to copy from a fixed offset far sooner than to find the token after "bar of" in a prompt whose length
+    # varies with the number of bars.
+    question = (f"Boxes in pixels: x_values_bbox for the x values {_labels(list(metadata['x_values_bbox']))}.\n"
+                f"What color is the bar of {label}?")
+    return {"image": image, "question": question, "answer": answer, "metadata": json.dumps(metadata),
+            "solution": solution}
 
 
 VARIANTS = {"full": (make_refocus_example, 64, 16), "tiny": (make_tiny_refocus_example, 192, 64)}
