@@ -12,6 +12,18 @@ that city's country), so a question needs the searches its reference solution ma
 
 Names are made from syllables, so no fact can be known from pre-training, and are unique across the world, so each
 names one passage's subject. Each row keeps the ``hops`` (query and the passage that answers it) its solution uses.
+
+The tiny variant (``write_search_dataset(..., variant="tiny")``, ``data/search-tiny``, what the CPU recipe trains the
+tiny model on) keeps the search and drops what a 2-layer model cannot learn in minutes (reading a logo's name off the
+image, copying a made-up name letter by letter, two hops, long passages). Its world has one country per flag (two
+bands of two colours, vertical or horizontal, and a white emblem: 168 flags), each with two facts, how many islands
+and how many rivers it has (2 to 9), and the corpus has one short passage per (country, fact). A question shows the
+flag and describes it in words that are one token each ("The flag shown has red and green vertical bands with a
+star. How many islands does its country have?"); the reference solution is one search, those words copied and the
+fact's word (``<search>red green vertical star islands</search>``), whose top passage ends with the answer ("Its
+flag has red and green vertical bands with a star. Its islands number 7."), then the number copied. Without the
+search the answer is a guess (the counts are drawn independently of the flag), and test questions are about flags
+that no training question is about.
 """
 
 from __future__ import annotations
@@ -402,12 +414,22 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, center: tuple[int, int], 
 
 # ------------------------------------------------------------------------------------------------------- writing
 
-def write_search_dataset(output_dir: str | Path, num_train: int = 200, num_test: int = 64, seed: int = 0) -> Path:
+def write_search_dataset(output_dir: str | Path, num_train: int | None = None, num_test: int | None = None,
+                         seed: int = 0, variant: str = "full") -> Path:
     """Write ``corpus.jsonl``, ``train.jsonl``, ``test.jsonl`` and the flag and logo PNGs under ``output_dir``.
 
     Each question row has ``id``, ``question``, ``answer``, ``images``, ``kind``, ``hops`` and ``solution``. Test
     questions are distinct from training questions (same world: the corpus is what the search tool reads).
+    ``variant="tiny"`` writes the tiny variant (see the module's docstring; 256 training and 64 test questions by
+    default, the full task 200 and 64).
     """
+    if variant == "tiny":
+        return _write_tiny_dataset(Path(output_dir), 256 if num_train is None else num_train,
+                                   64 if num_test is None else num_test, seed)
+    if variant != "full":
+        raise ValueError(f"unknown search task variant {variant!r}; use 'full' or 'tiny'")
+    num_train = 200 if num_train is None else num_train
+    num_test = 64 if num_test is None else num_test
     world = generate_world(seed)
     distinct_questions = len(world.countries) * len(_COUNTRY_FACTS) + len(world.companies) * len(_LOGO_KINDS)
     if num_train + num_test > distinct_questions:
@@ -440,4 +462,101 @@ def write_search_dataset(output_dir: str | Path, num_train: int = 200, num_test:
                 row = {"id": f"search-{split}-{index:04d}", "images": [image_path], **example}
                 file.write(json.dumps(row) + "\n")
                 index += 1
+    return output_dir
+
+
+# ---------------------------------------------------------------------------------------------- the tiny variant
+
+# Colours whose names are one token each in the tiny model's vocabulary too, so a query copies them whole.
+TINY_COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "brown"]
+TINY_PATTERNS = ["vertical", "horizontal"]
+# What a tiny question may ask: (the question, the word its query ends with, the passage's last sentence). The answer
+# is a number from TINY_COUNTS: one token, the same in the passage and in the answer, so the model copies it whole
+# (an animal's name is a string of one-letter tokens to spell), and a guess without searching is right one time in 8.
+TINY_COUNTS = [str(count) for count in range(2, 10)]
+TINY_FACTS = {
+    "islands": ("How many islands does its country have?", "islands", "Its islands number {answer}."),
+    "rivers": ("How many rivers does its country have?", "rivers", "Its rivers number {answer}."),
+}
+
+
+@dataclass(frozen=True)
+class TinyCountry:
+    name: str
+    flag: Flag  # two bands of two TINY_COLORS and a white emblem: one flag per (colour pair, pattern, emblem)
+    facts: dict[str, str]  # fact -> answer, one per fact of TINY_FACTS
+
+    def flag_words(self) -> list[str]:
+        """What tells the flag apart, one word each: its two colours, its pattern and its emblem."""
+        return [*self.flag.colors, self.flag.pattern.split()[1], self.flag.emblem]
+
+    def flag_description(self) -> str:
+        first, second, pattern, emblem = self.flag_words()
+        return f"{first} and {second} {pattern} bands with {_a(emblem)}"
+
+
+def generate_tiny_world(seed: int = 0) -> list[TinyCountry]:
+    """One country per flag: every pair of TINY_COLORS, pattern and emblem (168 countries), in a seeded order, each
+    with a name and independently drawn facts."""
+    rng = random.Random(seed)
+    name = _NameMaker(rng)
+    flags = [
+        Flag(f"two {pattern} bands", tuple(rng.sample(pair, 2)), emblem, "white")
+        for first_index, first in enumerate(TINY_COLORS) for pair in ([first, second] for second in
+                                                                      TINY_COLORS[first_index + 1:])
+        for pattern in TINY_PATTERNS for emblem in EMBLEMS
+    ]
+    rng.shuffle(flags)
+    return [TinyCountry(name((2, 2)), flag, {fact: rng.choice(TINY_COUNTS) for fact in TINY_FACTS}) for flag in flags]
+
+
+def tiny_passages(countries: list[TinyCountry]) -> list[dict]:
+    """The tiny corpus: one short passage per (country, fact), titled with the country's name: its flag, then the
+    fact, the answer last."""
+    return [
+        _passage(fact, country.name, country.name, f"Its flag has {country.flag_description()}. "
+                 + sentence.format(answer=country.facts[fact]))
+        for country in countries for fact, (*_, sentence) in TINY_FACTS.items()
+    ]
+
+
+def tiny_question(country: TinyCountry, fact: str) -> dict:
+    """A question about one fact of the country whose flag is shown (and described), answered by one search."""
+    question, query_word, _ = TINY_FACTS[fact]
+    answer = country.facts[fact]
+    query = " ".join([*country.flag_words(), query_word])
+    return {
+        "kind": f"tiny-{fact}",
+        "question": f"The flag shown has {country.flag_description()}. {question} Answer with a number.",
+        "answer": answer,
+        "hops": [_hop(query, fact, country.name)],
+        "solution": [_search_turn("I search for the flag.", query), _answer_turn("I found it.", answer)],
+    }
+
+
+def _write_tiny_dataset(output_dir: Path, num_train: int, num_test: int, seed: int) -> Path:
+    # Whole countries go to one split or the other: a test question is about a country (a flag) that no training
+    # question is about, so its answer cannot be remembered from training, only found.
+    countries = generate_tiny_world(seed)
+    test_countries = math.ceil(num_test / len(TINY_FACTS))
+    available = (len(countries) - test_countries) * len(TINY_FACTS)
+    if num_train > available:
+        raise ValueError(f"the tiny world has {available} training questions besides {num_test} test ones, "
+                         f"{num_train} were asked")
+    (output_dir / "images").mkdir(parents=True, exist_ok=True)
+    with open(output_dir / "corpus.jsonl", "w") as file:
+        for passage in tiny_passages(countries):
+            file.write(json.dumps(passage) + "\n")
+    rng = random.Random(seed)
+    splits = {"train": (countries[test_countries:], num_train), "test": (countries[:test_countries], num_test)}
+    for split, (split_countries, count) in splits.items():
+        questions = [(country, fact) for country in split_countries for fact in TINY_FACTS]
+        rng.shuffle(questions)
+        with open(output_dir / f"{split}.jsonl", "w") as file:
+            for index, (country, fact) in enumerate(questions[:count]):
+                image_path = f"images/flag-{country.name.lower()}.png"
+                if not (output_dir / image_path).exists():
+                    draw_flag(country.flag).save(output_dir / image_path, optimize=True)
+                row = {"id": f"search-tiny-{split}-{index:04d}", "images": [image_path], **tiny_question(country, fact)}
+                file.write(json.dumps(row) + "\n")
     return output_dir
