@@ -106,7 +106,8 @@ def main() -> None:
         losses = supervised_warm_start(model, processor, protocol, tools, train, steps=script_args.warmstart_steps,
                               learning_rate=script_args.warmstart_learning_rate,
                               batch_size=script_args.warmstart_batch_size,
-                              max_completion_length=config.max_completion_length, seed=args.seed)
+                              max_completion_length=config.max_completion_length, seed=args.seed,
+                              system_prompt=config.system_prompt)
         warm_seconds = time.perf_counter() - phase
         if losses:
             print(f"warm-start loss: {losses[0]:.3f} at the first step, {sum(losses[-5:]) / len(losses[-5:]):.3f} "

@@ -113,3 +113,22 @@ def test_the_warm_start_reads_solution_boxes_in_the_frame_of_the_models_rollouts
     # The image's top-left quarter: 112 x 112 of 224 x 224 (read in pixels, the box would cover the whole image).
     assert prompt_image.size == (224, 224) and zoomed.size == (112, 112)
     assert list(zoomed.getdata()) == list(prompt_image.crop((0, 0, 112, 112)).getdata())
+
+
+def test_the_warm_start_trains_under_the_recipes_system_prompt(tiny_model_dir, zoom_data_dir, monkeypatch):
+    """GRPO's rollouts and eval use the recipe's ``system_prompt``; a warm start under the protocol's own prompt would
+    teach the model a context it never sees again."""
+    import agentic_vlm.warmstart as warmstart
+
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    dataset = load_jsonl_dataset(f"{zoom_data_dir}/train.jsonl").select([0])
+    batches = []
+    monkeypatch.setattr(warmstart, "trajectory_batch", lambda trajectories, *args: batches.append(trajectories)
+                        or trajectory_batch(trajectories, *args))
+    system_prompt = "Zoom first, then answer with one colour."
+    supervised_warm_start(model, processor, ArftProtocol(), [ZoomTool()], dataset, steps=1, batch_size=1,
+                          system_prompt=system_prompt)
+    (trajectory,) = batches[0]
+    prompt = processor.tokenizer.decode(trajectory.prompt_ids)
+    assert system_prompt in prompt and "may use tools" not in prompt  # the protocol's own prompt is not there

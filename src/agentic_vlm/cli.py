@@ -118,6 +118,7 @@ def train(argv: list[str]) -> None:
             batch_size=script_args.warmstart_batch_size,
             max_completion_length=training_args.max_completion_length,
             seed=training_args.seed,
+            system_prompt=training_args.system_prompt,
         )
 
     trainer = AgenticGRPOTrainer(

@@ -81,6 +81,7 @@ def supervised_warm_start(
     batch_size: int = 8,
     max_completion_length: int = 1024,
     seed: int = 0,
+    system_prompt: str | None = None,
 ) -> list[float]:
     """Train ``model`` for ``steps`` steps on the ``solution`` column of ``dataset``; returns the losses."""
     if "solution" not in dataset.column_names:
@@ -92,6 +93,7 @@ def supervised_warm_start(
         processing_class, protocol, tools, generator,
         max_turns=max(len(solution) for solution in dataset["solution"]),
         max_completion_length=max_completion_length,
+        system_prompt=system_prompt,
         keep_pixel_values=False,  # the script reads no image; the batch encodes them (trajectory_batch)
         # Boxes in the solutions are read in the frame GRPO's rollouts use (Qwen3-VL: 0-1000), not the processor's.
         image_view=ImageView.for_model(processing_class, model.config),
