@@ -151,8 +151,8 @@ def test_shipped_data_loads_and_uses_every_function():
 
 
 # ------------------------------------------------------------------------------------------------- the tiny variant
-TINY_QUESTION = re.compile(r"Boxes in pixels: x_values_bbox for the x values (?P<listed>\[.*\])\.\n"
-                           r"What color is the bar of (?P<label>\w+)\?")
+TINY_QUESTION = re.compile(r"Boxes in pixels: x_values_bbox for the x values (?P<listed>[A-Z](, [A-Z])*)\.\n"
+                           r"What color is the bar of the x value \[\"(?P<label>\w+)\"\]\?")
 
 
 def bar_colors(image: Image.Image) -> list[str]:
@@ -176,10 +176,11 @@ def test_tiny_variant_rows_are_well_formed_and_deterministic_by_seed(tmp_path):
     rows = load_jsonl_dataset(first / "train.jsonl")
     assert len(rows) == 12 and len(load_jsonl_dataset(first / "test.jsonl")) == 4
     for row in rows:
-        listed, label = TINY_QUESTION.fullmatch(row["prompt"][0]["content"]).groups()
+        match = TINY_QUESTION.fullmatch(row["prompt"][0]["content"])
+        listed, label = match["listed"].split(", "), match["label"]
         boxes = json.loads(row["metadata"])["x_values_bbox"]
         assert 3 <= len(boxes) <= 4 and label in boxes
-        assert json.loads(listed) == list(boxes) == sorted(boxes)  # alphabetical: not where the bars stand
+        assert listed == list(boxes) == sorted(boxes)  # alphabetical: not where the bars stand
         colors = bar_colors(row["images"][0])
         assert len(colors) == len(boxes) and row["answer"] in colors  # one colour per bar; the answer is one of them
         action, answer = row["solution"]
@@ -235,7 +236,7 @@ def test_tiny_prompt_text_tells_neither_the_colour_nor_where_the_bar_stands():
         return sorted(boxes, key=lambda label: boxes[label]["x1"]).index(asked_label(example))
 
     def rank(example: dict) -> tuple[int, int]:
-        listed = json.loads(TINY_QUESTION.fullmatch(example["question"])["listed"])
+        listed = TINY_QUESTION.fullmatch(example["question"])["listed"].split(", ")
         return listed.index(asked_label(example)), len(listed)
 
     for key in (lambda example: example["question"], asked_label, rank):

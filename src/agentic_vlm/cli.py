@@ -164,7 +164,8 @@ def _json_object(text: str) -> dict:
 def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model folder (or hub id) with its processor")
     parser.add_argument("--dataset", required=True,
-                        help="a shipped task (zoom, search, coding, refocus: DATA_DIR/NAME/test.jsonl), a published "
+                        help="a shipped task (zoom, search, coding, refocus, search-tiny, coding-tiny, refocus-tiny: "
+                             "DATA_DIR/NAME/test.jsonl), a published "
                              "benchmark (vstar: DATA_DIR/vstar_bench/, hrbench4k, hrbench8k: "
                              "DATA_DIR/hr_bench_4k.tsv, DATA_DIR/hr_bench_8k.tsv) or a dataset file or folder")
     parser.add_argument("--format", default="auto",

@@ -15,7 +15,8 @@ the metadata as JSON text: its keys differ from row to row, which an Arrow struc
 
   ``variant="tiny"`` is a task that the tiny CPU model (:mod:`agentic_vlm.tiny`: random vision tower, no reading of
   rendered text) learns in minutes with the same tool: a vertical bar chart of 3-4 bars of different flat colours
-  (the zoom task's six), labelled with letters in random order, and the question "What color is the bar of C?".
+  (the zoom task's six), labelled with letters in random order, and the question "What color is the bar of the x
+  value ["C"]?" (the label written as the action writes it, so that the tiny model copies it by its context).
   The prompt lists the labels alphabetically, so neither it nor the image (whose labels the model cannot read)
   tells which bar is C's: without the tool the answer is a guess among the bars' colours. The reference solution
   copies the label into one action, ``display(focus_on_x_values_with_mask(image_1, ["C"], x_values_bbox))``, which
@@ -429,11 +430,11 @@ def make_tiny_refocus_example(rng: random.Random) -> dict:
                 [f"display(focus_on_x_values_with_mask(image_1, {_labels([label])}, x_values_bbox))"]),
         _answer(1, f"The bar is {answer}.", answer),
     ]
-    # The asked label ends the prompt, a fixed number of tokens before it is copied into the code: the tiny model
-    # learns to copy from a fixed offset far sooner than to find the token after "bar of" in a prompt whose length
-    # varies with the number of bars.
-    question = (f"Boxes in pixels: x_values_bbox for the x values {_labels(list(metadata['x_values_bbox']))}.\n"
-                f"What color is the bar of {label}?")
+    # The asked label is written as the action writes it, ["C"], and nowhere else is a label so written (the list
+    # has no brackets or quotes): the tiny model copies it by matching the tokens before it. With the labels listed
+    # as JSON, `["` was followed by the first listed label, and it learnt to copy that one, whatever the question.
+    question = (f"Boxes in pixels: x_values_bbox for the x values {', '.join(metadata['x_values_bbox'])}.\n"
+                f"What color is the bar of the x value {_labels([label])}?")
     return {"image": image, "question": question, "answer": answer, "metadata": json.dumps(metadata),
             "solution": solution}
 

@@ -4,8 +4,8 @@ A :class:`DatasetFormat` says how to load a file, how to recognise it, how to sc
 its tasks are written for. ``DATASET_FORMATS`` holds them by name; a new benchmark (ReFOCUS, say) plugs in by adding
 an entry, and its metric by adding one to :data:`agentic_vlm.eval.metrics.ITEM_METRICS`.
 
-A name in ``SHIPPED_TASKS`` (``zoom``, ``search``, ``coding``) is the test split of the task shipped in
-``data/<name>/`` (the task file format), with the protocol, tools, metrics and groups that task is meant for.
+A name in ``SHIPPED_TASKS`` (``zoom``, ``search``, ``coding``, ``refocus``, and the tiny variants ``search-tiny``,
+``coding-tiny``, ``refocus-tiny``) is the test split of the task shipped in ``data/<name>/`` (the task file format), with the protocol, tools, metrics and groups that task is meant for.
 A name in ``PUBLISHED_BENCHMARKS`` (``vstar``, ``hrbench4k``, ``hrbench8k``) is that benchmark's release, downloaded
 into the data folder (``vstar_bench/``, ``hr_bench_4k.tsv``, ``hr_bench_8k.tsv``).
 """
@@ -111,13 +111,13 @@ class ShippedTask:
     tools: tuple[str, ...]
     metrics: tuple[str, ...]
     group_by: tuple[str, ...] = ()
-    tool_kwargs: Callable[[Path], dict] | None = None  # the tools' options, given the data folder
+    tool_kwargs: Callable[[Path], dict] | None = None  # the tools' options, given the task's folder
     protocol: str = "arft"
 
 
-def _offline_search_corpus(data_dir: Path) -> dict:
-    """The shipped search task's questions are answered from its own corpus, by the offline index."""
-    return {"search": {"backend_options": {"corpus_path": str(data_dir / "search" / "corpus.jsonl")}}}
+def _offline_search_corpus(folder: Path) -> dict:
+    """A shipped search task's questions are answered from its own corpus, by the offline index."""
+    return {"search": {"backend_options": {"corpus_path": str(folder / "corpus.jsonl")}}}
 
 
 SHIPPED_TASKS: dict[str, ShippedTask] = {
@@ -127,6 +127,8 @@ SHIPPED_TASKS: dict[str, ShippedTask] = {
     "coding": ShippedTask(tools=("code",), metrics=("accuracy",), group_by=("split", "type")),
     "refocus": ShippedTask(tools=("refocus",), metrics=("refocus",), protocol="vtool"),
 }
+# The tiny variants (`make-data TASK --variant tiny`), which the CPU recipes train on, are evaluated as their tasks are.
+SHIPPED_TASKS |= {f"{name}-tiny": SHIPPED_TASKS[name] for name in ("search", "coding", "refocus")}
 
 
 @dataclass
@@ -160,7 +162,7 @@ def load_benchmark(dataset: str, format: str = "auto", image_root: str | Path | 
             raise FileNotFoundError(f"the shipped {dataset} task is not at {path}; run from the repository root, "
                                     f"or generate it with: agentic-vlm make-data {dataset} {data_dir / dataset}")
         return Benchmark(dataset, "tasks", _load_task_file(path, image_root, **checks), task.metrics, task.group_by,
-                         task.tools, task.protocol, task.tool_kwargs(data_dir) if task.tool_kwargs else {})
+                         task.tools, task.protocol, task.tool_kwargs(data_dir / dataset) if task.tool_kwargs else {})
     if dataset in PUBLISHED_BENCHMARKS and not Path(dataset).exists():
         release, format = PUBLISHED_BENCHMARKS[dataset]
         path = data_dir / release
