@@ -184,6 +184,22 @@ def test_without_persistence_every_call_starts_clean():
         asyncio.run(stateless.aclose())
 
 
+def test_aclose_stops_the_workers_and_the_next_call_starts_new_ones():
+    """A warm start, an evaluation and training each close their rollout engine, and the tools with it; the same tool
+    object serves the next (each on an event loop of its own, as asyncio.run gives here)."""
+    kept = make_tool(workers=1, persistent=True)
+    try:
+        call(kept, "x = 41")
+        pids = [worker._process.pid for worker in kept.sandbox._workers]
+        asyncio.run(kept.aclose())
+        assert not any(os.path.exists(f"/proc/{pid}") for pid in pids)
+        observation = call(kept, "print('x' in globals())")
+        assert observation.ok and observation.text == "False"  # a new sandbox: the old session went with the old one
+        assert call(kept, "x = 1\nprint(x + 1)").text == "2"
+    finally:
+        asyncio.run(kept.aclose())
+
+
 def test_calls_run_concurrently_up_to_the_pool_size_without_blocking_the_loop(tool):
     async def scenario():
         ticks = 0
@@ -232,12 +248,3 @@ def test_build_tools_passes_recipe_options():
 def test_invalid_limits_are_rejected():
     with pytest.raises(ValueError, match="timeout_s"):
         SandboxConfig(timeout_s=0)
-
-
-def test_aclose_stops_the_workers_and_later_calls_fail_cleanly():
-    closing = make_tool(workers=1)
-    pids = [worker._process.pid for worker in closing.sandbox._workers]
-    asyncio.run(closing.aclose())
-    assert not any(os.path.exists(f"/proc/{pid}") for pid in pids)
-    observation = call(closing, "print(1)")
-    assert not observation.ok and "closed" in observation.text

@@ -13,14 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_refocus_data import replay
+from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from agentic_vlm.config import AgenticGRPOConfig
 from agentic_vlm.data import load_jsonl_dataset
 from agentic_vlm.data.refocus import write_refocus_dataset
 from agentic_vlm.eval import write_html
+from agentic_vlm.protocols import get_protocol
 from agentic_vlm.rollout import ScriptedTurnGenerator
+from agentic_vlm.tools import build_tools
 from agentic_vlm.tools.code import SandboxUnavailableError
 from agentic_vlm.trainer import AgenticGRPOTrainer
+from agentic_vlm.warmstart import supervised_warm_start
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +58,17 @@ def trained(tiny_model_dir, tmp_path_factory):
         seed=0,
     )
     try:
-        trainer = AgenticGRPOTrainer(model=tiny_model_dir, args=args, train_dataset=dataset)
+        tools = build_tools(args.tools, args.tool_kwargs)
     except SandboxUnavailableError as error:
         pytest.skip(f"this host cannot isolate code: {error}")
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    # As `agentic-vlm train` does: a warm start on the same tools first. It closes its rollout engine, and the tools
+    # with it; GRPO's calls must still run (they once all failed with "the tool is closed").
+    supervised_warm_start(model, processor, get_protocol("vtool"), tools, dataset, steps=1, batch_size=2,
+                          max_completion_length=768, system_prompt=args.system_prompt)
+    trainer = AgenticGRPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
+                                 tools=tools)
     script = ScriptedTurnGenerator(trainer.processing_class, trainer.protocol.stop_strings(trainer.tools),
                                    script=lambda request: request.row["solution"][request.turn])
     trainer.rollout_engine.generate = script

@@ -100,7 +100,9 @@ class Tool(abc.ABC):
         once the trajectory has ended, for every trajectory that called a tool."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most tools hold nothing
-        """Release what the tool holds (worker pools, HTTP clients). Called once, when training ends."""
+        """Release what the tool holds (worker pools, HTTP clients). Every rollout engine calls it when it closes (a
+        warm start, an evaluation, training), and the same tool may serve the next one: a tool is usable again after
+        it, and takes what it needs anew on its next call."""
 
     def function_schema(self) -> dict[str, Any]:
         """The tool as the chat templates list it: ``{"type": "function", "function": {name, description,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from ..base import Observation, Tool, ToolContext
@@ -50,6 +51,8 @@ class CodeTool(Tool):
 
     Constructing the tool starts the workers (about a second) and raises :class:`SandboxUnavailableError` if
     the host cannot isolate code and ``allow_unsafe`` is not set. :attr:`isolation` says what was reached.
+    :meth:`aclose` stops the workers; a later call starts new ones, so one tool serves a warm start, an evaluation
+    and training in turn, each of which closes its rollout engine and the tools with it.
     """
 
     name = "code"
@@ -64,38 +67,44 @@ class CodeTool(Tool):
     }
 
     def __init__(self, persistent: bool = False, **options):
-        config = SandboxConfig(**options)
+        self.config = SandboxConfig(**options)
         self.persistent = persistent
-        self.sandbox = Sandbox(config)
-        # Threads only wait on workers; more of them than workers lets calls pinned to a busy session's worker
-        # wait without holding up calls that an idle worker could take.
-        self._threads = ThreadPoolExecutor(max_workers=4 * config.workers, thread_name_prefix="code-tool")
-        self._closed = False
+        # Threads only wait on workers; more of them than workers lets calls pinned to a busy session's worker wait
+        # without holding up calls that an idle worker could take. They live as long as the tool: a worker dies with
+        # the thread that started it (PR_SET_PDEATHSIG), and restarts and new sandboxes are started from them.
+        self._threads = ThreadPoolExecutor(max_workers=4 * self.config.workers, thread_name_prefix="code-tool")
+        self._opening = threading.Lock()
+        self.sandbox: Sandbox | None = Sandbox(self.config)
+        self.isolation: Isolation = self.sandbox.isolation
 
-    @property
-    def isolation(self) -> Isolation:
-        return self.sandbox.isolation
+    def _start(self) -> None:
+        with self._opening:
+            if self.sandbox is None:
+                self.sandbox = Sandbox(self.config)
 
     async def __call__(self, argument: str, context: ToolContext) -> Observation:
-        if self._closed:
-            return Observation.failure("code: the tool is closed; no code can run any more.")
         code = extract_code(argument)
         if not code.strip():
             return Observation.failure("code: the action holds no code. Write Python between <code> and </code>.")
-        session = context.trajectory_id if self.persistent else None
-        run = functools.partial(self.sandbox.run, code, context.images, session)
+        loop = asyncio.get_running_loop()
         try:
-            result = await asyncio.get_running_loop().run_in_executor(self._threads, run)
-        except Exception as error:  # the sandbox is closed, or broke in a way it could not report as a result
+            if self.sandbox is None:  # closed with an earlier rollout engine: start the workers again, off the loop
+                await loop.run_in_executor(self._threads, self._start)
+            session = context.trajectory_id if self.persistent else None
+            run = functools.partial(self.sandbox.run, code, context.images, session)
+            result = await loop.run_in_executor(self._threads, run)
+        except Exception as error:  # the sandbox cannot start again, or broke in a way it could not report as a result
             return Observation.failure(f"code: the sandbox could not run the code ({error}).")
         return to_observation(result)
 
     async def release(self, trajectory_id: str) -> None:
         """Forget this trajectory's session (with ``persistent``), freeing its process and memory."""
-        if self.persistent and not self._closed:
+        if self.persistent and self.sandbox is not None:
             await asyncio.get_running_loop().run_in_executor(self._threads, self.sandbox.release, trajectory_id)
 
     async def aclose(self) -> None:
-        self._closed = True
-        await asyncio.get_running_loop().run_in_executor(None, self.sandbox.close)
-        self._threads.shutdown(wait=False, cancel_futures=True)
+        """Stop the workers (every kept session goes with them); the next call starts new ones."""
+        with self._opening:
+            sandbox, self.sandbox = self.sandbox, None
+        if sandbox is not None:
+            await asyncio.get_running_loop().run_in_executor(self._threads, sandbox.close)
