@@ -209,6 +209,7 @@ def main(argv: list[str]) -> None:
         "generation_calls": gather_object([trainer.rollout_engine.generate.calls]),  # one list per rank
     }
     save_on_main(trainer, summary, options.output_dir, "summary.json")
+    torch.distributed.destroy_process_group()  # as `agentic-vlm train` does: see cli.train
     log("done")
 
 
