@@ -74,7 +74,8 @@ class CodeTool(Tool):
         # the thread that started it (PR_SET_PDEATHSIG), and restarts and new sandboxes are started from them.
         self._threads = ThreadPoolExecutor(max_workers=4 * self.config.workers, thread_name_prefix="code-tool")
         self._opening = threading.Lock()
-        self.sandbox: Sandbox | None = Sandbox(self.config)
+        self.sandbox: Sandbox | None = None
+        self._start()
         self.isolation: Isolation = self.sandbox.isolation
 
     def _start(self) -> None:
