@@ -15,14 +15,15 @@ the metadata as JSON text: its keys differ from row to row, which an Arrow struc
 
   ``variant="tiny"`` is a task that the tiny CPU model (:mod:`agentic_vlm.tiny`: random vision tower, no reading of
   rendered text) learns in minutes with the same tool: a vertical bar chart of 3-4 bars of different flat colours
-  (the zoom task's six), labelled with letters in random order, and the question "What color is the bar of the x
-  value ["C"]?" (the label written as the action writes it, so that the tiny model copies it by its context).
-  The prompt lists the labels alphabetically, so neither it nor the image (whose labels the model cannot read)
-  tells which bar is C's: without the tool the answer is a guess among the bars' colours. The reference solution
-  copies the label into one action, ``display(focus_on_x_values_with_mask(image_1, ["C"], x_values_bbox))``, which
-  blanks every other bar, so that the observation shows one colour, the answer. The labels are single letters, one
-  token of the tiny vocabulary (which spells most words letter by letter): the tiny model learns to copy one token
-  in minutes, a word of four not.
+  (the zoom task's six), labelled with bird names in random order, and the question "What color is the bar of the x
+  value ["Robin"]?". Neither the prompt nor the image (whose labels the model cannot read) tells which bar is
+  Robin's: without the tool the answer is a guess among the bars' colours. The reference solution writes the label
+  into one action, ``display(focus_on_x_values_with_mask(image_1, ["Robin"], x_values_bbox))``, which blanks every
+  other bar, so that the observation shows one colour, the answer.
+  The five names are 3 to 7 tokens long in the tiny vocabulary, each a different length: the tiny model tells
+  questions apart by such differences (it learns the zoom task's boxes the same way), and learns to write the right
+  name in about a hundred steps. With one-token labels (letters, digits), whose questions differ in that one token
+  only, it wrote the same label whatever the question, even after 600 steps.
 """
 
 from __future__ import annotations
@@ -408,21 +409,21 @@ def make_refocus_example(rng: random.Random) -> dict:
     return make_table_example(rng) if rng.random() < 0.5 else make_chart_example(rng)
 
 
-# The tiny variant: its labels, and bars nearly as wide as their slots, so that the one bar a mask leaves shows a
-# large patch of its colour in the tiny model's few image tokens.
-TINY_LABELS = tuple("ABCDEFGH")
-TINY_BAR_WIDTH = 48
+# The tiny variant: its labels, each a different number of tokens (see the module docstring), and bars nearly as wide
+# as their slots (a bar as wide reaches a pixel into the next slot, which its mask leaves) and nearly as tall as the
+# chart, so that the one bar a mask leaves shows a large patch of its colour in the tiny model's few image tokens.
+TINY_LABELS = ("Jay", "Robin", "Quail", "Magpie", "Nightingale")
+TINY_BAR_WIDTH = SLOT_WIDTH - 4
+TINY_VALUES = range(80, 100)
 
 
 def make_tiny_refocus_example(rng: random.Random) -> dict:
     """One example of the tiny variant (see the module docstring): the fields of :func:`make_refocus_example`."""
     labels = rng.sample(TINY_LABELS, rng.randint(3, 4))
     colors = dict(zip(labels, rng.sample(list(COLORS), len(labels)), strict=True))
-    values = dict(zip(labels, rng.sample(range(50, 96), len(labels)), strict=True))
-    image, metadata = draw_bar_chart("Sales by team", values, False, {label: COLORS[name] for label, name in
-                                                                        colors.items()}, TINY_BAR_WIDTH)
-    # Listed alphabetically, the labels in the prompt do not tell where each bar stands.
-    metadata["x_values_bbox"] = dict(sorted(metadata["x_values_bbox"].items()))
+    values = dict(zip(labels, rng.sample(TINY_VALUES, len(labels)), strict=True))
+    bar_colors = {label: COLORS[name] for label, name in colors.items()}
+    image, metadata = draw_bar_chart("Birds counted", values, False, bar_colors, TINY_BAR_WIDTH)
     label = rng.choice(labels)
     answer = colors[label]
     solution = [
@@ -430,11 +431,8 @@ def make_tiny_refocus_example(rng: random.Random) -> dict:
                 [f"display(focus_on_x_values_with_mask(image_1, {_labels([label])}, x_values_bbox))"]),
         _answer(1, f"The bar is {answer}.", answer),
     ]
-    # The asked label is written as the action writes it, ["C"], and nowhere else is a label so written (the list
-    # has no brackets or quotes): the tiny model copies it by matching the tokens before it. With the labels listed
-    # as JSON, `["` was followed by the first listed label, and it learnt to copy that one, whatever the question.
-    question = (f"Boxes in pixels: x_values_bbox for the x values {', '.join(metadata['x_values_bbox'])}.\n"
-                f"What color is the bar of the x value {_labels([label])}?")
+    # No list of the labels: which of the five a chart has changes the question's length more than the asked one does.
+    question = f"What color is the bar of the x value {_labels([label])}?"
     return {"image": image, "question": question, "answer": answer, "metadata": json.dumps(metadata),
             "solution": solution}
 
