@@ -5,7 +5,8 @@ its tasks are written for. ``DATASET_FORMATS`` holds them by name; a new benchma
 an entry, and its metric by adding one to :data:`agentic_vlm.eval.metrics.ITEM_METRICS`.
 
 A name in ``SHIPPED_TASKS`` (``zoom``, ``search``, ``coding``, ``refocus``, and the tiny variants ``search-tiny``,
-``coding-tiny``, ``refocus-tiny``) is the test split of the task shipped in ``data/<name>/`` (the task file format), with the protocol, tools, metrics and groups that task is meant for.
+``coding-tiny``, ``refocus-tiny``) is the test split of the task shipped in ``data/<name>/`` (the task file format),
+with the protocol, tools, metrics and groups that task is meant for.
 A name in ``PUBLISHED_BENCHMARKS`` (``vstar``, ``hrbench4k``, ``hrbench8k``) is that benchmark's release, downloaded
 into the data folder (``vstar_bench/``, ``hr_bench_4k.tsv``, ``hr_bench_8k.tsv``).
 """
