@@ -76,12 +76,12 @@ def test_bad_lines_can_be_skipped_with_a_count_and_the_first_reasons(tmp_path, c
     with caplog.at_level("WARNING"):
         dataset = load_jsonl_dataset(path, skip_bad_rows=True)
     assert dataset["id"] == ["a", "b"]
-    assert "skipped 3 bad row(s) of 5" in caplog.text
+    assert "skipped 3 of 5 rows" in caplog.text
     for reason in ("line 2: not valid JSON", "line 3: field 'question' must be a non-empty string",
                    "line 4: expected a JSON object"):
         assert f"{path}, {reason}" in caplog.text
     # The same through load_benchmark (what train and eval call): the format is told from the first good record.
     assert load_benchmark(str(path), skip_bad_rows=True).dataset["id"] == ["a", "b"]
     path.write_text(json.dumps({"answer": "x"}) + "\n")
-    with pytest.raises(DatasetFormatError, match=r"every row is bad; the first: .*line 1: field 'question'"):
+    with pytest.raises(DatasetFormatError, match=r"no good rows; the first bad one: .*line 1: field 'question'"):
         load_jsonl_dataset(path, skip_bad_rows=True)

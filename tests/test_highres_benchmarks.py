@@ -112,8 +112,8 @@ def test_vstar_and_hrbench_bad_items_can_be_skipped(tmp_path, caplog):
         hrbench = load_hrbench(tsv, skip_bad_rows=True)
     assert len(vstar) == 4 and "relative_position/sa_201" not in vstar["id"]
     assert hrbench["id"] == ["0", "1", "11"]
-    assert f"skipped 1 bad row(s) of 5 in {folder}" in caplog.text and "sa_201.json: not valid JSON" in caplog.text
-    assert f"skipped 1 bad row(s) of 4 in {tsv}" in caplog.text
+    assert f"skipped 1 of 5 rows in {folder} as bad" in caplog.text and "sa_201.json: not valid JSON" in caplog.text
+    assert f"skipped 1 of 4 rows in {tsv} as bad" in caplog.text
 
 
 def test_hrbench_loader_reads_the_tsv_and_its_base64_images(tmp_path):

@@ -106,7 +106,7 @@ def test_mat_coding_images_are_decoded_where_they_are_read_and_bad_records_can_b
     with caplog.at_level("WARNING"):
         dataset = load_mat_coding(path, skip_bad_rows=True)
     assert dataset["id"] == [str(records[0]["id"]), str(records[3]["id"])]
-    assert f"skipped 2 bad row(s) of 4 in {path}" in caplog.text
+    assert f"skipped 2 of 4 rows in {path} as bad" in caplog.text
     assert "row 2: field 'type' must be a non-empty list" in caplog.text and "row 3: field 'ori_image_path'" in caplog.text
 
 
@@ -121,6 +121,9 @@ def test_training_steps_that_are_malformed_are_skipped_with_their_trajectory(tmp
     with caplog.at_level("WARNING"):
         dataset = load_mat_training(path, skip_bad_rows=True)
     assert dataset["id"] == ["overexposure_60"]
+    # Steps (the file's records) and trajectories (the dataset's rows) are counted apart.
+    assert f"skipped 1 of 5 steps in {path} as bad" in caplog.text
+    assert f"skipped 1 of 2 trajectories in {path} as bad" in caplog.text
     assert "row 5: field 'solution' must be a non-empty string" in caplog.text
     assert "row 2: field 'solution': the steps of image 'none_7' need exactly one <answer> step" in caplog.text
 

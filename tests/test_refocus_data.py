@@ -355,5 +355,5 @@ def test_parquet_bad_rows_can_be_skipped(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         dataset = load_refocus_parquet(path, skip_bad_rows=True)
     assert dataset["figure_id"] == ["t1"]
-    assert f"skipped 1 bad row(s) of 2 in {path}" in caplog.text
+    assert f"skipped 1 of 2 rows in {path} as bad" in caplog.text
     assert f"{path}, row 2: field 'images': image (embedded) cannot be decoded" in caplog.text

@@ -35,6 +35,7 @@ from .records import (
     collect_rows,
     image_file,
     read_records,
+    report_skipped_rows,
     require,
     string_field,
     to_dataset,
@@ -113,18 +114,21 @@ def load_mat_training(path: str | Path, image_root: str | Path | None = None, sk
     """A MAT training file (``rft_agent_search_20.json``, ``rft_agent_code_1_2k.json``) as one row per trajectory:
     ``id`` (the image's name), ``prompt``, ``images``, ``answer``, and for the coding file ``type``, the degradations
     its first step diagnoses. With ``skip_bad_rows`` a malformed step is left out, and so is a trajectory that is
-    then incomplete."""
+    then incomplete; the two are counted apart (a step is a record of the file, a trajectory a row of the dataset)."""
     path = Path(path)
     roots = image_roots(path, image_root)
-    bad_rows: list[str] | None = [] if skip_bad_rows else None
+    bad_steps: list[str] | None = [] if skip_bad_rows else None
 
     def step(record: dict, where: str) -> tuple[str, dict]:
         for field in ("image_path", "problem", "solution"):
             string_field(record, field, path, where)
         return where, record
 
+    steps = collect_rows(read_records(path, bad_steps), step, bad_steps)
+    if bad_steps:
+        report_skipped_rows(bad_steps, len(steps) + len(bad_steps), str(path), units="steps")
     trajectories: dict[str, list[tuple[str, dict]]] = {}
-    for where, record in collect_rows(read_records(path, bad_rows), step, bad_rows):
+    for where, record in steps:
         trajectories.setdefault(_IMAGE_SUFFIX.sub("", Path(record["image_path"]).stem), []).append((where, record))
     protocol = ArftProtocol()
 
@@ -151,7 +155,11 @@ def load_mat_training(path: str | Path, image_root: str | Path | None = None, sk
         return row
 
     located = [(steps[0][0], steps) for steps in trajectories.values()]
-    return to_dataset(collect_rows(located, row, bad_rows), path, bad_rows)
+    bad_trajectories: list[str] | None = [] if skip_bad_rows else None
+    rows = collect_rows(located, row, bad_trajectories)
+    if bad_trajectories:
+        report_skipped_rows(bad_trajectories, len(rows) + len(bad_trajectories), str(path), units="trajectories")
+    return to_dataset(rows, path)
 
 
 def _id_field(record: dict, path: Path, where: str) -> str:

@@ -65,7 +65,7 @@ def read_records(path: str | Path, bad_rows: list[str] | None = None) -> list[tu
         else:
             bad_rows.append(f"{path}, {where}: expected a JSON object")
     if not objects and bad_rows:
-        raise DatasetFormatError(f"{path}: every row is bad; the first: {bad_rows[0]}")
+        raise DatasetFormatError(f"{path}: no good rows; the first bad one: {bad_rows[0]}")
     if not objects:
         raise DatasetFormatError(f"{path}: no rows")
     return objects
@@ -155,11 +155,12 @@ def collect_rows(records: Iterable[tuple[str, object]], make_row: Callable[[obje
     return rows
 
 
-def report_skipped_rows(reasons: list[str], total: int, source: str) -> None:
-    """Warn how many of ``total`` rows were left out, with the first reasons; every row bad is an error."""
+def report_skipped_rows(reasons: list[str], total: int, source: str, units: str = "rows") -> None:
+    """Warn how many of ``total`` rows (or other ``units``) were left out, with the first reasons; every one bad is
+    an error."""
     if len(reasons) == total:
-        raise DatasetFormatError(f"{source}: every row is bad; the first: {reasons[0]}")
-    logger.warning("skipped %d bad row(s) of %d in %s; the first:\n  %s", len(reasons), total, source,
+        raise DatasetFormatError(f"{source}: no good {units}; the first bad one: {reasons[0]}")
+    logger.warning("skipped %d of %d %s in %s as bad; the first:\n  %s", len(reasons), total, units, source,
                    "\n  ".join(reasons[:REASONS_SHOWN]))
 
 
