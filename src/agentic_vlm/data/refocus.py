@@ -437,14 +437,14 @@ def make_tiny_refocus_example(rng: random.Random) -> dict:
             "solution": solution}
 
 
-VARIANTS = {"full": (make_refocus_example, 64, 16), "tiny": (make_tiny_refocus_example, 192, 64)}
+VARIANTS = {"full": (make_refocus_example, 64, 16), "tiny": (make_tiny_refocus_example, 768, 256)}
 
 
 def write_refocus_dataset(output_dir: str | Path, num_train: int | None = None, num_test: int | None = None,
                           seed: int = 0, variant: str = "full") -> Path:
     """Write ``train.jsonl``, ``test.jsonl`` and their PNG images under ``output_dir`` (loadable with
     :func:`agentic_vlm.data.load_jsonl_dataset`). ``variant`` is ``"full"`` (charts and tables; 64 and 16 rows by
-    default) or ``"tiny"`` (the colours of bars; 192 and 64)."""
+    default) or ``"tiny"`` (the colours of bars; 768 and 256)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown ReFOCUS variant {variant!r}; use one of {', '.join(VARIANTS)}")
     make_example, default_train, default_test = VARIANTS[variant]
