@@ -104,6 +104,35 @@ def test_persistent_sessions_keep_variables_between_actions_until_released(table
         asyncio.run(persistent.aclose())
 
 
+@pytest.mark.parametrize("persistent", [False, True])
+def test_more_actions_at_once_than_sandbox_sessions_all_have_the_functions(persistent, table):
+    """A rollout batch runs every trajectory's action at once: 320 on one GPU with the shipped 7B recipes, against 64
+    sessions kept (``max_sessions``). The functions must be there for each action however many others run."""
+    crowded = make_tool(persistent=persistent, max_sessions=2)
+    code = "display(focus_on_columns_with_mask(image_1, ['Year'], columns_bbox))"
+
+    async def actions():
+        return await asyncio.gather(*(crowded(code, ToolContext(trajectory_id=f"t{index}", images=[table], row=ROW,
+                                                                  turn=0)) for index in range(8)))
+
+    try:
+        observations = asyncio.run(actions())
+    finally:
+        asyncio.run(crowded.aclose())
+    expected = np.asarray(editing.focus_on_columns_with_mask(table, ["Year"], METADATA["columns_bbox"]))
+    for observation in observations:
+        assert observation.ok, observation.text
+        assert np.array_equal(np.asarray(observation.images[0]), expected)
+
+
+def test_a_failing_setup_is_told_apart_from_the_model_code(tool, table):
+    # A setup that raises is the tool's fault, not the model's: said so, and the model's code is not run.
+    result = tool.code_tool.sandbox.run("print('ran')", [table], setup="x = 1\nraise ValueError('no boxes')")
+    assert result.error.startswith("The tool's setup failed, so the code was not run: Traceback")
+    assert 'File "<setup>", line 2' in result.error and "ValueError: no boxes" in result.error
+    assert "ran" not in result.stdout
+
+
 def test_a_row_without_metadata_still_has_the_functions(tool, table):
     observation = call(tool, "print(metadata, callable(focus_on_x_values_with_draw))", [table], row={})
     assert observation.text == "{} True"

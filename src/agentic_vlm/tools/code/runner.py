@@ -29,6 +29,7 @@ from PIL import Image
 from wire import CALL_HEADER_BYTES, read_frame, write_frame
 
 CODE_FILENAME = "<code>"
+SETUP_FILENAME = "<setup>"  # of the code a tool runs before the model's in the same call
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # A 720x720 edit allocates about this much (input, rotated copy, crop, encoder buffers); see warm_heap().
 WARM_HEAP_BYTES = 8 << 20
@@ -127,7 +128,7 @@ def serve(request_fd: int, result_fd: int, cpu_seconds: int, max_images: int, ma
         except EOFError:
             os._exit(0)
         grant_cpu_time(cpu_seconds, last=request["last"])
-        error, images = run_call(request["code"], request["inputs"], namespace, workdir)
+        error, images = run_call(request["code"], request["inputs"], namespace, workdir, request.get("setup"))
         try:
             outputs, notes = _fit(images, max_images, max_image_pixels)
         except Exception as fit_error:
@@ -136,9 +137,10 @@ def serve(request_fd: int, result_fd: int, cpu_seconds: int, max_images: int, ma
         write_frame(result_fd, result, [image.tobytes() for image in outputs])
 
 
-def run_call(code: str, input_files: list[str], namespace: dict, workdir: str) -> tuple[str | None, list[Image.Image]]:
-    """Run ``code`` in ``workdir`` on the images in ``input_files`` there; return its error (None if it
-    succeeded) and the images it produced."""
+def run_call(code: str, input_files: list[str], namespace: dict, workdir: str,
+             setup: str | None = None) -> tuple[str | None, list[Image.Image]]:
+    """Run ``code`` in ``workdir`` on the images in ``input_files`` there, after ``setup`` (names the tool defines
+    for it) in the same namespace; return the error (None if both succeeded) and the images the code produced."""
     _reset_standard_streams()
     shown: list[Image.Image] = []
     Image.Image.show = lambda self, *args, **kwargs: shown.append(self.copy())
@@ -149,23 +151,27 @@ def run_call(code: str, input_files: list[str], namespace: dict, workdir: str) -
     except OSError as error:
         return f"The sandbox could not prepare the working directory: {error}", []
     namespace.update(images=inputs, image=inputs[0] if inputs else None, display=_display_into(shown))
-    error = _execute(code, namespace)
+    error = _execute(setup, namespace, SETUP_FILENAME) if setup else None
+    if error is not None:
+        _flush_standard_streams()
+        return f"The tool's setup failed, so the code was not run: {error}", []
+    error = _execute(code, namespace, CODE_FILENAME)
     _flush_standard_streams()
     saved, read_error = _read_new_image_files(before)
     return error or read_error, shown + saved
 
 
-def _execute(code: str, namespace: dict) -> str | None:
-    linecache.cache[CODE_FILENAME] = (len(code), None, code.splitlines(keepends=True), CODE_FILENAME)
+def _execute(code: str, namespace: dict, filename: str) -> str | None:
+    linecache.cache[filename] = (len(code), None, code.splitlines(keepends=True), filename)
     owner = os.getpid()
     error = None
     try:
-        exec(compile(code, CODE_FILENAME, "exec"), namespace)
+        exec(compile(code, filename, "exec"), namespace)
     except SystemExit as exit_:
         if exit_.code not in (None, 0):
             error = f"The code called sys.exit({exit_.code!r})."
     except BaseException as exception:  # noqa: B036 - the model's code may raise anything, KeyboardInterrupt too
-        error = _format_exception(exception)
+        error = _format_exception(exception, filename)
     if os.getpid() != owner:
         # A process the code forked must not go on to answer in the session's name.
         _flush_standard_streams()
@@ -173,12 +179,12 @@ def _execute(code: str, namespace: dict) -> str | None:
     return error
 
 
-def _format_exception(exception: BaseException) -> str:
+def _format_exception(exception: BaseException, filename: str) -> str:
     if isinstance(exception, SyntaxError):
         return "".join(traceback.format_exception_only(type(exception), exception)).rstrip()[:MAX_ERROR_CHARS]
-    # Start the traceback at the model's code: frames of this runner would only confuse it.
+    # Start the traceback at the code that was run (``filename``): frames of this runner would only confuse the model.
     frames = exception.__traceback__
-    while frames is not None and frames.tb_frame.f_code.co_filename != CODE_FILENAME:
+    while frames is not None and frames.tb_frame.f_code.co_filename != filename:
         frames = frames.tb_next
     try:
         return "".join(traceback.format_exception(type(exception), exception, frames)).rstrip()[:MAX_ERROR_CHARS]

@@ -349,11 +349,13 @@ class Sandbox:
                 f"The code sandbox runs UNSAFELY (allow_unsafe=True): {self.isolation.describe()}", stacklevel=2
             )
 
-    def run(self, code: str, images: list[Image.Image] = (), session: str | None = None) -> ExecutionResult:
+    def run(self, code: str, images: list[Image.Image] = (), session: str | None = None,
+            setup: str | None = None) -> ExecutionResult:
         """Run ``code`` with ``images`` as its input images. With a ``session`` key, the variables of earlier calls
         with the same key are still there; if they were lost since (their worker was restarted, the session was
-        ended to make room, or its process died), the result's first note says so. Blocks until a worker is free
-        and the call is done."""
+        ended to make room, or its process died), the result's first note says so. ``setup`` runs just before
+        ``code``, in the same call and namespace: the names a tool defines for the code, which cannot be lost as a
+        session's variables can. Blocks until a worker is free and the call is done."""
         oversized = [
             f"input image {index + 1} is {image.width}x{image.height}"
             for index, image in enumerate(images)
@@ -373,6 +375,7 @@ class Sandbox:
                 "run": {
                     "session": session,
                     "code": code,
+                    "setup": setup,
                     "images": [[image.mode, image.width, image.height] for image in inputs],
                 },
             }

@@ -83,7 +83,9 @@ class CodeTool(Tool):
             if self.sandbox is None:
                 self.sandbox = Sandbox(self.config)
 
-    async def __call__(self, argument: str, context: ToolContext) -> Observation:
+    async def __call__(self, argument: str, context: ToolContext, *, setup: str | None = None) -> Observation:
+        """Run the action's code; ``setup`` (for tools built on this one) runs first in the same call and namespace,
+        see :meth:`Sandbox.run`."""
         code = extract_code(argument)
         if not code.strip():
             return Observation.failure("code: the action holds no code. Write Python between <code> and </code>.")
@@ -92,7 +94,7 @@ class CodeTool(Tool):
             if self.sandbox is None:  # closed with an earlier rollout engine: start the workers again, off the loop
                 await loop.run_in_executor(self._threads, self._start)
             session = context.trajectory_id if self.persistent else None
-            run = functools.partial(self.sandbox.run, code, context.images, session)
+            run = functools.partial(self.sandbox.run, code, context.images, session, setup)
             result = await loop.run_in_executor(self._threads, run)
         except Exception as error:  # the sandbox cannot start again, or broke in a way it could not report as a result
             return Observation.failure(f"code: the sandbox could not run the code ({error}).")

@@ -368,7 +368,7 @@ class Worker:
             failure = f"The input images could not be written to the working directory: {error}."
             return {**outcome, "failure": failure}, []
         try:
-            request = {"code": call["code"], "inputs": inputs, "last": key is None}
+            request = {"code": call["code"], "setup": call.get("setup"), "inputs": inputs, "last": key is None}
             reply, images = self._call(session, request, deadline)
         except Exception:  # a bug met by what the code sent: this session ends, the worker and the others go on
             traceback.print_exc()

@@ -1,10 +1,11 @@
 """The code tool for charts and tables (VTool-R1): the model's Python runs in the sandbox with the ReFOCUS editing
 functions, the conversation's images as ``image_1``, ``image_2``, ... and the row's boxes as variables.
 
-The sandbox has no hook to predefine names, so every call runs in a session of its own in two steps: a setup step
-defines the functions (executed from the source of :mod:`.editing`, in a namespace of their own so that the model's
-code cannot break them by rebinding a helper), the images and the boxes; then the model's code runs in the same
-session, with its own line numbers in tracebacks. The setup costs one more round trip to a warm worker (a few ms).
+Each call sends the sandbox a setup with the model's code, run just before it in the same call and namespace: the
+setup defines the functions (executed from the source of :mod:`.editing`, in a namespace of their own so that the
+model's code cannot break them by rebinding a helper), the images and the boxes; the model's code keeps its own line
+numbers in tracebacks. In one call, nothing can come between the two: as two calls in one session, the sandbox could
+end the session between them to make room for others (``max_sessions``), and the code then ran without the functions.
 """
 
 from __future__ import annotations
@@ -91,29 +92,18 @@ class RefocusCodeTool(Tool):
 
     def __init__(self, persistent: bool = False, **options):
         self.persistent = persistent
-        # The code tool keeps a session per key; which key an action runs under is this tool's choice.
-        self.code_tool = CodeTool(persistent=True, **options)
+        self.code_tool = CodeTool(persistent=persistent, **options)
 
     @property
     def isolation(self):
         return self.code_tool.isolation
 
     async def __call__(self, argument: str, context: ToolContext) -> Observation:
-        session = context.trajectory_id if self.persistent else f"{context.trajectory_id}/turn-{context.turn}"
-        session_context = ToolContext(trajectory_id=session, images=context.images, row=context.row, turn=context.turn)
-        try:
-            setup = await self.code_tool(setup_code(row_metadata(context.row)), session_context)
-            if not setup.ok:
-                return Observation.failure(f"code: the editing functions could not be set up: {setup.text}")
-            observation = await self.code_tool(argument, session_context)
-        finally:
-            if not self.persistent:
-                await self.code_tool.release(session)
+        observation = await self.code_tool(argument, context, setup=setup_code(row_metadata(context.row)))
         return _with_image_names(observation, first_number=len(context.images) + 1)
 
     async def release(self, trajectory_id: str) -> None:
-        if self.persistent:  # otherwise each action's session ended with it
-            await self.code_tool.release(trajectory_id)
+        await self.code_tool.release(trajectory_id)
 
     async def aclose(self) -> None:
         await self.code_tool.aclose()
