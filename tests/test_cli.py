@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 
 from agentic_vlm.recipe import find_checkpoint, key_table
 
@@ -26,7 +27,7 @@ def test_quickstart_recipe_trains_writes_checkpoint_metrics_and_trajectories_and
     output = tmp_path / "run"
     common = ["--model_name_or_path", tiny_model_dir, "--output_dir", str(output), "--save_steps", "2",
               "--warmstart_steps", "2", "--per_device_train_batch_size", "8", "--log_trajectories_steps", "1",
-              "--num_trajectories_to_log", "3"]
+              "--num_trajectories_to_log", "3", "--beta", "0.04", "--logging_steps", "1"]
     # From another folder: the recipe's data path is relative to the recipe.
     first = agentic_vlm("train", str(ROOT / "recipes" / "quickstart.yaml"), *common, "--max_steps", "2", cwd=tmp_path)
     assert (output / "checkpoint-2" / "model.safetensors").is_file()
@@ -35,6 +36,9 @@ def test_quickstart_recipe_trains_writes_checkpoint_metrics_and_trajectories_and
     assert state["max_steps"] == 2  # the command line overrides the recipe's max_steps
     logged = [entry for entry in state["log_history"] if "reward" in entry]
     assert len(logged) >= 1
+    # The KL term's reference is the warm-started model, as the policy is at the first step (TRL builds it from the
+    # model's path, the weights before the warm start: 0.027 here).
+    assert logged[0]["kl"] < 1e-6
     assert {"rewards/accuracy/mean", "rewards/format/mean", "rollout/turns", "tools/calls_per_trajectory"} <= set(
         logged[0])
     [log] = output.glob("trajectories-*.jsonl")
@@ -54,7 +58,13 @@ def test_quickstart_recipe_trains_writes_checkpoint_metrics_and_trajectories_and
                           "--resume_from_checkpoint", "true")
     assert f"resuming from {output / 'checkpoint-2'} (the warm start is not run again)" in resumed.stdout
     assert "warm start" not in resumed.stderr
-    assert json.loads((output / "trainer_state.json").read_text())["global_step"] == 3
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
+    # The resumed run goes on from the checkpoint's weights (it went on from the base model's: transformers loaded
+    # the checkpoint under other key names), one step of lr 1e-4 away, and from the saved warm-started reference.
+    checkpoint, final = (load_file(folder / "model.safetensors") for folder in (output / "checkpoint-2", output))
+    assert max((final[key] - checkpoint[key]).abs().max().item() for key in checkpoint) < 1e-3
+    assert [entry["kl"] for entry in state["log_history"] if entry.get("step") == 3 and "kl" in entry][0] < 1e-3
     logs = sorted(output.glob("trajectories-*.jsonl"))
     assert len(logs) == 2 and logs[0] == log and len(log.read_text().splitlines()) == 6  # the first run's is untouched
 

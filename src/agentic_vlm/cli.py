@@ -74,6 +74,11 @@ def train(argv: list[str]) -> None:
         # DeepSpeed shards the model as it loads (ZeRO-3); the warm start runs before the trainer, outside it.
         raise ValueError("warmstart_steps runs outside DeepSpeed: warm start without `deepspeed`, then train from the "
                          "saved model with warmstart_steps: 0")
+    # With a KL term (beta > 0) the reference model is the warm-started one, kept here for a resumed run.
+    warm_start_dir = Path(training_args.output_dir) / "warmstart"
+    if checkpoint and script_args.warmstart_steps and training_args.beta and not warm_start_dir.is_dir():
+        raise ValueError(f"{checkpoint} is resumed with a warm start and beta {training_args.beta}, but the warm-started "
+                         f"reference model, {warm_start_dir}, is missing (a run saves it when beta > 0)")
     train_dataset = load_training_data(script_args.train_file, script_args)
     eval_dataset = load_training_data(script_args.eval_file, script_args) if script_args.eval_file else None
 
@@ -120,6 +125,9 @@ def train(argv: list[str]) -> None:
             seed=training_args.seed,
             system_prompt=training_args.system_prompt,
         )
+        if training_args.beta and int(os.environ.get("RANK", "0")) == 0:
+            model.save_pretrained(warm_start_dir)
+            processor.save_pretrained(warm_start_dir)
 
     trainer = AgenticGRPOTrainer(
         model=model,
@@ -131,6 +139,12 @@ def train(argv: list[str]) -> None:
         protocol=protocol,
         peft_config=get_peft_config(model_args),
     )
+    if trainer.ref_model is not None and script_args.warmstart_steps:
+        # TRL builds the reference model from the model's path, the weights before the warm start: its KL term would
+        # pull the policy back to them. The reference is the warm-started model.
+        warm_started = (AutoModelForImageTextToText.from_pretrained(warm_start_dir, dtype=dtype) if checkpoint
+                        else model)
+        trainer.accelerator.unwrap_model(trainer.ref_model).load_state_dict(warm_started.state_dict())
     result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)

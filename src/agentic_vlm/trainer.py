@@ -1,7 +1,7 @@
 """``AgenticGRPOTrainer``: TRL's GRPO trainer whose generation is a live multi-turn rollout with tools.
 
 Only generation changes. TRL keeps the loss, the advantages, the reference model and KL, vLLM, PEFT, gradient
-accumulation, logging and checkpoints. Four methods are overridden:
+accumulation, logging and checkpoints. Five methods are overridden:
 
 - ``_generate``: runs the rollout engine and hands TRL the token ids, the mask that keeps observation tokens (and
   the trajectories that ``mask_truncated_completions``/``mask_over_turn_completions`` leave out) out of the loss
@@ -10,7 +10,8 @@ accumulation, logging and checkpoints. Four methods are overridden:
 - ``_get_per_token_logps_and_entropies``: checks, before every forward pass, that each image's tokens match its
   features (an error naming the trajectory and the image, instead of a shape error or a silent drop);
 - ``_calculate_rewards``: only writes some trajectories with their rewards to a readable log, one per run
-  (``<output_dir>/trajectories-<time>.jsonl``, readable with ``agentic-vlm view``).
+  (``<output_dir>/trajectories-<time>.jsonl``, readable with ``agentic-vlm view``);
+- ``_load_from_checkpoint``: a resumed run loads the checkpoint's weights under the model's own key names (see there).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import torch
 import trl.trainer.grpo_trainer as trl_grpo_trainer
+from accelerate.utils import is_peft_model
 from transformers import AutoConfig
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from trl import GRPOTrainer
@@ -278,6 +280,22 @@ class AgenticGRPOTrainer(GRPOTrainer):
         if any(len(t.logprobs) != len(t.completion_ids) for t in trajectories):
             return None
         return [t.logprobs for t in trajectories]
+
+    # ------------------------------------------------------------------------------------------------- checkpoints
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        # Transformers writes a checkpoint under the key names of the model family's published checkpoints (Qwen2.5-VL:
+        # `visual.*`, `model.layers.*`), but its `_load_from_checkpoint` reads the file back with a plain
+        # `load_state_dict(strict=False)` into the model's own names (`model.visual.*`, `model.language_model.*`):
+        # nothing matched but the LM head, and a resumed run went on from the base model's weights, with the step
+        # count and optimizer state of the checkpoint and only a warning. `from_pretrained` maps the names.
+        model = self.model if model is None else model
+        weights = [os.path.join(resume_from_checkpoint, name) for name in ("model.safetensors",
+                                                                          "model.safetensors.index.json")]
+        if self.is_fsdp_enabled or is_peft_model(model) or not any(os.path.isfile(path) for path in weights):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+            return
+        saved = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype, device_map="cpu")
+        model.load_state_dict(saved.state_dict())  # strict: every weight, under the same names
 
     # ----------------------------------------------------------------------------------------------------- logging
     def _gathered_mean(self, values: list[float]) -> float:
