@@ -123,6 +123,8 @@ def main() -> None:
         phase = time.perf_counter()
         trainer = AgenticGRPOTrainer(model=model, reward_funcs=reward_funcs, args=config, train_dataset=train,
                                      processing_class=processor, tools=tools, protocol=protocol)
+        if trainer.ref_model is not None:  # --beta: the KL term holds the policy near the warm-started model
+            trainer.set_reference(model)
         trainer.train()
         grpo_seconds = time.perf_counter() - phase
         phase = time.perf_counter()

@@ -140,11 +140,8 @@ def train(argv: list[str]) -> None:
         peft_config=get_peft_config(model_args),
     )
     if trainer.ref_model is not None and script_args.warmstart_steps:
-        # TRL builds the reference model from the model's path, the weights before the warm start: its KL term would
-        # pull the policy back to them. The reference is the warm-started model.
-        warm_started = (AutoModelForImageTextToText.from_pretrained(warm_start_dir, dtype=dtype) if checkpoint
-                        else model)
-        trainer.accelerator.unwrap_model(trainer.ref_model).load_state_dict(warm_started.state_dict())
+        trainer.set_reference(AutoModelForImageTextToText.from_pretrained(warm_start_dir, dtype=dtype) if checkpoint
+                              else model)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)

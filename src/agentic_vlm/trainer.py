@@ -281,6 +281,14 @@ class AgenticGRPOTrainer(GRPOTrainer):
             return None
         return [t.logprobs for t in trajectories]
 
+    def set_reference(self, model) -> None:
+        """Make ``model``'s weights those of the KL term's reference (``beta > 0``). TRL builds the reference from
+        the model's path on disk; after a warm start, or any change made in memory, the policy starts elsewhere, and
+        the KL term would pull it back to the weights on disk."""
+        if self.ref_model is None:
+            raise ValueError("there is no reference model: beta is 0, or a PEFT adapter's base model is the reference")
+        self.accelerator.unwrap_model(self.ref_model).load_state_dict(model.state_dict())
+
     # ------------------------------------------------------------------------------------------------- checkpoints
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         # Transformers writes a checkpoint under the key names of the model family's published checkpoints (Qwen2.5-VL:
