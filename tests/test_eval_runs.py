@@ -191,12 +191,12 @@ def test_eval_resume_refuses_other_settings_or_weights_and_default_names_differ(
     assert len(names) == 3 and all(name.startswith(f"zoom-{Path(tiny_model_dir).name}-") for name in names)
 
 
-@pytest.mark.parametrize(("name", "tools", "protocol"), [("search-tiny", ("search",), "arft"),
-                                                         ("coding-tiny", ("code",), "arft"),
-                                                         ("refocus-tiny", ("refocus",), "vtool")])
-def test_the_tiny_variants_are_evaluated_by_name_like_their_tasks(name, tools, protocol):
+@pytest.mark.parametrize(("name", "size", "tools", "protocol"), [("search-tiny", 64, ("search",), "arft"),
+                                                                 ("coding-tiny", 64, ("code",), "arft"),
+                                                                 ("refocus-tiny", 256, ("refocus",), "vtool")])
+def test_the_tiny_variants_are_evaluated_by_name_like_their_tasks(name, size, tools, protocol):
     benchmark = load_benchmark(name, data_dir=ROOT / "data")
-    assert len(benchmark.dataset) == 64 and (benchmark.tools, benchmark.protocol) == (tools, protocol)
+    assert len(benchmark.dataset) == size and (benchmark.tools, benchmark.protocol) == (tools, protocol)
     if name == "search-tiny":  # its own corpus, not the full task's
         corpus = benchmark.tool_kwargs["search"]["backend_options"]["corpus_path"]
         assert corpus == str(ROOT / "data" / "search-tiny" / "corpus.jsonl")
