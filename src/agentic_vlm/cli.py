@@ -76,7 +76,8 @@ def train(argv: list[str]) -> None:
                          "saved model with warmstart_steps: 0")
     # With a KL term (beta > 0) the reference model is the warm-started one, kept here for a resumed run.
     warm_start_dir = Path(training_args.output_dir) / "warmstart"
-    if checkpoint and script_args.warmstart_steps and training_args.beta and not warm_start_dir.is_dir():
+    needs_warm_reference = bool(script_args.warmstart_steps and training_args.beta and not model_args.use_peft)
+    if checkpoint and needs_warm_reference and not warm_start_dir.is_dir():
         raise ValueError(f"{checkpoint} is resumed with a warm start and beta {training_args.beta}, but the warm-started "
                          f"reference model, {warm_start_dir}, is missing (a run saves it when beta > 0)")
     train_dataset = load_training_data(script_args.train_file, script_args)
@@ -125,7 +126,7 @@ def train(argv: list[str]) -> None:
             seed=training_args.seed,
             system_prompt=training_args.system_prompt,
         )
-        if training_args.beta and int(os.environ.get("RANK", "0")) == 0:
+        if needs_warm_reference and int(os.environ.get("RANK", "0")) == 0:
             model.save_pretrained(warm_start_dir)
             processor.save_pretrained(warm_start_dir)
 
@@ -139,7 +140,7 @@ def train(argv: list[str]) -> None:
         protocol=protocol,
         peft_config=get_peft_config(model_args),
     )
-    if trainer.ref_model is not None and script_args.warmstart_steps:
+    if needs_warm_reference:  # (with PEFT, TRL's reference is the base model with the adapter off: the warm start's)
         trainer.set_reference(AutoModelForImageTextToText.from_pretrained(warm_start_dir, dtype=dtype) if checkpoint
                               else model)
     result = trainer.train(resume_from_checkpoint=checkpoint)
