@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,25 @@ class Run:
         errors = "\n".join(line for line in output if ERROR_LINE.search(line))
         return (f"$ {' '.join(self.command)}\n{status}; last {lines} lines of output:\n{tail}\n"
                 f"error lines of the whole output:\n{errors}")
+
+
+def every_rank_done(run: Run, nproc: int) -> bool:
+    """Every rank of ``tests/train_worker.py`` printed "done": its work and files complete."""
+    return all(f"[rank {rank}] done" in run.output for rank in range(nproc))
+
+
+def check_finished(run: Run, work_done: bool) -> None:
+    """Fail unless the run succeeded. One failure is let through with a warning: the work was done (``work_done``:
+    every rank finished, its files written), then a rank aborted at interpreter shutdown with "terminate called
+    without an active exception", a native thread destroyed while joinable. It happens in about one launch in 15-20
+    on CI's 2 cores and was not reproduced on demand; it is not diagnosed (see the project's notes), and it says
+    nothing about what these tests check."""
+    if run.returncode == 0:
+        return
+    aborted_at_exit = "terminate called without an active exception" in run.output
+    assert run.returncode is not None and work_done and aborted_at_exit and run.crashed, run.report()
+    warnings.warn(f"every rank finished, then one aborted at interpreter shutdown:\n{run.report(lines=20)}",
+                  stacklevel=2)
 
 
 def free_port() -> int:

@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-from launcher import launch, torchrun, worker_args
+from launcher import check_finished, every_rank_done, launch, torchrun, worker_args
 from train_worker import build_trainer, gathered_parameters
 
 
@@ -43,7 +43,7 @@ def test_lora_under_zero3(tiny_model_dir, zoom_data_dir, tmp_path):
     args = worker_args(tiny_model_dir, f"{zoom_data_dir}/train.jsonl", tmp_path, "--max-steps", "1",
                        "--deepspeed", "local_scripts/zero3.json", "--lora")
     run = launch(torchrun(2, args), tmp_path / "launch.log")
-    assert run.returncode == 0, run.report()
+    check_finished(run, every_rank_done(run, 2))
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["zero_stage"] == 3
     assert summary["generation_calls"] == [[2, 2, 2, 2], [2, 2, 2, 2]]
