@@ -1,5 +1,8 @@
 """What a training run shows: one compact line per logging step, tool failures counted over real tool calls only
-(not over invalid actions), and a model card that names the base model."""
+(not over invalid actions), a model card that names the base model, and a warning at the start when a rollout batch
+holds more trajectories than a code tool keeps sessions."""
+
+import asyncio
 
 import pytest
 
@@ -61,3 +64,23 @@ def test_the_printed_line_replaces_the_dict(tiny_model_dir, zoom_data_dir, tmp_p
     printed = capfd.readouterr().out
     assert "step 1/1  reward " in printed and "tool failures" in printed
     assert "{'loss'" not in printed and "'rewards/accuracy/mean'" not in printed
+
+
+def test_a_rollout_batch_larger_than_the_code_tools_sessions_is_warned_at_start(tiny_model_dir, zoom_data_dir,
+                                                                                 tmp_path, caplog):
+    from agentic_vlm.tools.code import CodeTool, SandboxUnavailableError
+
+    args = AgenticGRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=2,
+                             tools=["code"], report_to="none", use_cpu=True)
+    dataset = load_jsonl_dataset(f"{zoom_data_dir}/train.jsonl").select(range(4))
+    for persistent, warned in ((True, True), (False, False)):
+        try:
+            tool = CodeTool(persistent=persistent, max_sessions=2, workers=1)
+        except SandboxUnavailableError as error:
+            pytest.skip(f"this host cannot isolate code: {error}")
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="agentic_vlm.trainer"):
+            AgenticGRPOTrainer(model=tiny_model_dir, args=args, train_dataset=dataset, tools=[tool])
+        asyncio.run(tool.aclose())
+        message = "keeps the variables of at most 2 trajectories (max_sessions), but each rollout batch runs 4 at once"
+        assert (message in caplog.text) == warned

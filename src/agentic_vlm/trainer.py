@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -40,6 +41,8 @@ from .rewards import build_reward_funcs
 from .rewards.trl_rewards import set_image_view
 from .rollout import RolloutEngine, SamplingSettings, Trajectory, TransformersTurnGenerator, TurnRequest
 from .tools import Tool, build_tools
+
+logger = logging.getLogger(__name__)
 
 
 class AgenticGRPOTrainer(GRPOTrainer):
@@ -124,6 +127,16 @@ class AgenticGRPOTrainer(GRPOTrainer):
         # ids, which is what trajectories with images returned mid-sequence need.
         self.tools = tools
         self.protocol = protocol
+        # A rollout batch runs all its trajectories at once (per process: TRL's generation batch over the processes).
+        rollouts_at_once = args.generation_batch_size // self.accelerator.num_processes
+        for tool in tools:
+            if tool.session_limit is not None and rollouts_at_once > tool.session_limit:
+                logger.warning(
+                    "the %s tool keeps the variables of at most %d trajectories (max_sessions), but each rollout batch "
+                    "runs %d at once on this process: the least recently used lose theirs between turns, and are told "
+                    "so. Raise its max_sessions in tool_kwargs (each session is a process), or lower the generation "
+                    "batch", tool.name, tool.session_limit, rollouts_at_once,
+                )
         # One compact line per logging step (see console.py) in place of transformers' dict of every figure.
         for default, compact in ((ProgressCallback, CompactProgressCallback), (PrinterCallback, CompactPrinterCallback)):
             if self.pop_callback(default) is not None:

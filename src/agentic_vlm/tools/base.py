@@ -90,6 +90,9 @@ class Tool(abc.ABC):
     # as text: a string as written, anything else as JSON ([1, 2] -> "[1, 2]"); with several, the arguments object as
     # JSON.
     parameters: dict[str, Any] | None = None
+    # How many trajectories' state the tool keeps at once (persistent code sessions); past it, the least recently
+    # used trajectory's is dropped between its turns. None: no state kept per trajectory.
+    session_limit: int | None = None
 
     @abc.abstractmethod
     async def __call__(self, argument: str, context: ToolContext) -> Observation:

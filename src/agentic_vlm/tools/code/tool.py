@@ -69,6 +69,7 @@ class CodeTool(Tool):
     def __init__(self, persistent: bool = False, **options):
         self.config = SandboxConfig(**options)
         self.persistent = persistent
+        self.session_limit = self.config.max_sessions if persistent else None
         # Threads only wait on workers; more of them than workers lets calls pinned to a busy session's worker wait
         # without holding up calls that an idle worker could take. They live as long as the tool: a worker dies with
         # the thread that started it (PR_SET_PDEATHSIG), and restarts and new sandboxes are started from them.

@@ -93,6 +93,7 @@ class RefocusCodeTool(Tool):
     def __init__(self, persistent: bool = False, **options):
         self.persistent = persistent
         self.code_tool = CodeTool(persistent=persistent, **options)
+        self.session_limit = self.code_tool.session_limit
 
     @property
     def isolation(self):
