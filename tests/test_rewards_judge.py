@@ -191,8 +191,10 @@ def test_judge_sends_text_with_lone_surrogates(server):
     rewards, metrics = run_judge(reward, [answered("red\ud800"), answered("red")], ["red", "red"],
                                  questions=["Which colour?\udfff", "Which colour?"])
     assert rewards == [0.0, 1.0] and metrics["judge/failure_rate"] == 0.0
-    assert "Predicted answer: red\ufffd" in server.requests[0]["messages"][-1]["content"]
-    assert "Question: Which colour?\ufffd" in server.requests[0]["messages"][-1]["content"]
+    # The two requests are sent at once: the server may receive them in either order.
+    [replaced] = [request["messages"][-1]["content"] for request in server.requests
+                  if "Predicted answer: red\ufffd" in request["messages"][-1]["content"]]
+    assert "Question: Which colour?\ufffd" in replaced
 
 
 def test_judge_prefers_the_question_column(server):
