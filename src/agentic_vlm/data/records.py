@@ -65,7 +65,7 @@ def read_records(path: str | Path, bad_rows: list[str] | None = None) -> list[tu
         else:
             bad_rows.append(f"{path}, {where}: expected a JSON object")
     if not objects and bad_rows:
-        raise DatasetFormatError(f"{path}: no good rows; the first bad one: {bad_rows[0]}")
+        report_skipped_rows(bad_rows, len(bad_rows), str(path))  # every record bad: the error that says so
     if not objects:
         raise DatasetFormatError(f"{path}: no rows")
     return objects
