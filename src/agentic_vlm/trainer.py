@@ -1,7 +1,7 @@
 """``AgenticGRPOTrainer``: TRL's GRPO trainer whose generation is a live multi-turn rollout with tools.
 
 Only generation changes. TRL keeps the loss, the advantages, the reference model and KL, vLLM, PEFT, gradient
-accumulation, logging and checkpoints. Five methods are overridden:
+accumulation, logging and checkpoints. Six methods are overridden:
 
 - ``_generate``: runs the rollout engine and hands TRL the token ids, the mask that keeps observation tokens (and
   the trajectories that ``mask_truncated_completions``/``mask_over_turn_completions`` leave out) out of the loss
@@ -11,7 +11,8 @@ accumulation, logging and checkpoints. Five methods are overridden:
   features (an error naming the trajectory and the image, instead of a shape error or a silent drop);
 - ``_calculate_rewards``: only writes some trajectories with their rewards to a readable log, one per run
   (``<output_dir>/trajectories-<time>.jsonl``, readable with ``agentic-vlm view``);
-- ``_load_from_checkpoint``: a resumed run loads the checkpoint's weights under the model's own key names (see there).
+- ``_load_from_checkpoint``, ``_load_best_model``: a resumed run, and ``load_best_model_at_end``, load the checkpoint's
+  weights under the model's own key names (see there).
 """
 
 from __future__ import annotations
@@ -310,12 +311,30 @@ class AgenticGRPOTrainer(GRPOTrainer):
         # nothing matched but the LM head, and a resumed run went on from the base model's weights, with the step
         # count and optimizer state of the checkpoint and only a warning. `from_pretrained` maps the names.
         model = self.model if model is None else model
-        weights = [os.path.join(resume_from_checkpoint, name) for name in ("model.safetensors",
-                                                                          "model.safetensors.index.json")]
-        if self.is_fsdp_enabled or is_peft_model(model) or not any(os.path.isfile(path) for path in weights):
+        if not self._holds_full_weights(resume_from_checkpoint, model):
             super()._load_from_checkpoint(resume_from_checkpoint, model)
             return
-        saved = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype, device_map="cpu")
+        self._load_full_weights(resume_from_checkpoint, model)
+
+    def _load_best_model(self) -> None:
+        # `load_best_model_at_end`: transformers' `_load_best_model` has the same key-name problem, and kept the last
+        # step's weights with a warning.
+        checkpoint = self.state.best_model_checkpoint
+        if self.is_deepspeed_enabled or not self._holds_full_weights(checkpoint, self.model):
+            super()._load_best_model()
+            return
+        logger.info(f"Loading best model from {checkpoint} (score: {self.state.best_metric}).")
+        self._load_full_weights(checkpoint, self.model)
+
+    def _holds_full_weights(self, checkpoint: str, model) -> bool:
+        """Whether ``checkpoint`` holds the whole model in safetensors, which ``from_pretrained`` reads. DeepSpeed and
+        FSDP load their own files, and PEFT adapters go through TRL's path: those stay with transformers."""
+        weights = [os.path.join(checkpoint, name) for name in ("model.safetensors", "model.safetensors.index.json")]
+        return not self.is_fsdp_enabled and not is_peft_model(model) and any(map(os.path.isfile, weights))
+
+    @staticmethod
+    def _load_full_weights(checkpoint: str, model) -> None:
+        saved = type(model).from_pretrained(checkpoint, dtype=model.dtype, device_map="cpu")
         model.load_state_dict(saved.state_dict())  # strict: every weight, under the same names
 
     # ----------------------------------------------------------------------------------------------------- logging
