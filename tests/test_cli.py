@@ -156,6 +156,8 @@ output_dir: out
     ("", ["--learning_rat", "1"], "command line: unknown key --learning_rat; did you mean --learning_rate?"),
     ("reward_funcs: [acuracy, format]\n", [], "unknown reward function 'acuracy'; did you mean 'accuracy'?"),
     ("learning_rate: -1.0e-4\n", [], "learning_rate must be positive, got -0.0001"),
+    ("warmstart_lr_scheduler_type: cosine_with_warmup\n", [],
+     "warmstart_lr_scheduler_type must be one of constant, linear, cosine, got 'cosine_with_warmup'"),
     ("", ["--num_generations", "1"], "at least 2 generations per prompt"),
     ("tool_kwargs: {search: {max_results: 3}}\n", [], "tool_kwargs has options for ['search'], which are not among "
                                                        "the tools ['zoom']"),

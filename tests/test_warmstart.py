@@ -92,6 +92,25 @@ def test_a_few_warm_start_steps_lower_the_loss_on_the_reference_trajectories(tin
     assert len(losses) == 6 and losses[-1] < losses[0]
 
 
+@pytest.mark.parametrize(("schedule", "expected"), [("constant", [1.0, 1.0, 1.0, 1.0]),
+                                                    ("linear", [1.0, 0.75, 0.5, 0.25])])
+def test_the_warm_start_follows_its_learning_rate_schedule(schedule, expected, tiny_model_dir, zoom_data_dir,
+                                                           monkeypatch):
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    dataset = load_jsonl_dataset(f"{zoom_data_dir}/train.jsonl")
+    rates, step = [], torch.optim.AdamW.step
+
+    def recorded_step(optimizer, *args, **kwargs):
+        rates.append(optimizer.param_groups[0]["lr"])
+        return step(optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recorded_step)
+    supervised_warm_start(model, processor, ArftProtocol(), [ZoomTool()], dataset, steps=4, learning_rate=2e-3,
+                          lr_scheduler_type=schedule, batch_size=2)
+    assert rates == pytest.approx([2e-3 * factor for factor in expected])
+
+
 def test_the_warm_start_reads_solution_boxes_in_the_frame_of_the_models_rollouts(tiny_model_dirs, zoom_data_dir,
                                                                                  monkeypatch):
     """Qwen3-VL writes boxes in 0-1000 of the image; GRPO's rollouts read them so, and so must the warm start."""

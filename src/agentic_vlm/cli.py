@@ -121,6 +121,7 @@ def train(argv: list[str]) -> None:
             model, processor, protocol, tools, train_dataset,
             steps=script_args.warmstart_steps,
             learning_rate=script_args.warmstart_learning_rate,
+            lr_scheduler_type=script_args.warmstart_lr_scheduler_type,
             batch_size=script_args.warmstart_batch_size,
             max_completion_length=training_args.max_completion_length,
             seed=training_args.seed,

@@ -41,6 +41,10 @@ class RecipeError(ValueError):
     """A recipe or a command-line override is wrong; the message names the file (or the command line) and the key."""
 
 
+# The schedules of transformers' `get_scheduler` that need neither warm-up steps nor a metric.
+WARMSTART_SCHEDULES = ("constant", "linear", "cosine")
+
+
 @dataclass
 class TrainScriptArguments:
     """Recipe keys that are not trainer settings: the data, the processor's image resolution, the warm start."""
@@ -68,6 +72,10 @@ class TrainScriptArguments:
     )
     warmstart_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of the warm start."})
     warmstart_batch_size: int = field(default=8, metadata={"help": "Batch size of the warm start."})
+    warmstart_lr_scheduler_type: str = field(
+        default="constant",
+        metadata={"help": "Learning-rate schedule of the warm start: `constant`, or `linear` or `cosine` down to 0."},
+    )
 
     def __post_init__(self):
         for name in ("max_image_pixels", "warmstart_batch_size"):
@@ -77,6 +85,9 @@ class TrainScriptArguments:
             raise ValueError(f"warmstart_steps must be 0 or more, got {self.warmstart_steps}")
         if self.warmstart_learning_rate <= 0:
             raise ValueError(f"warmstart_learning_rate must be positive, got {self.warmstart_learning_rate}")
+        if self.warmstart_lr_scheduler_type not in WARMSTART_SCHEDULES:
+            raise ValueError(f"warmstart_lr_scheduler_type must be one of {', '.join(WARMSTART_SCHEDULES)}, got "
+                             f"{self.warmstart_lr_scheduler_type!r}")
 
 
 # ----------------------------------------------------------------------------------------------------- key table

@@ -13,6 +13,7 @@ import random
 
 import torch
 from tqdm.auto import tqdm
+from transformers import get_scheduler
 from trl.data_utils import prepare_multimodal_messages
 
 from .frames import ImageView, image_token_mismatch
@@ -78,6 +79,7 @@ def supervised_warm_start(
     *,
     steps: int,
     learning_rate: float = 1e-3,
+    lr_scheduler_type: str = "constant",
     batch_size: int = 8,
     max_completion_length: int = 1024,
     seed: int = 0,
@@ -101,6 +103,7 @@ def supervised_warm_start(
     image_token_id = getattr(model.config, "image_token_id", None)
     device = next(model.parameters()).device
     optimizer = torch.optim.AdamW((p for p in model.parameters() if p.requires_grad), lr=learning_rate)
+    scheduler = get_scheduler(lr_scheduler_type, optimizer, num_warmup_steps=0, num_training_steps=steps)
     order = random.Random(seed)
     indices: list[int] = []
     losses = []
@@ -116,6 +119,7 @@ def supervised_warm_start(
             loss = model(**{key: value.to(device) for key, value in batch.items()}).loss
             loss.backward()
             optimizer.step()
+            scheduler.step()
             optimizer.zero_grad()
             losses.append(loss.item())
     finally:
