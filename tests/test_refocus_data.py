@@ -8,6 +8,7 @@ import json
 import random
 import re
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 import pyarrow as pa
@@ -16,9 +17,11 @@ import pytest
 from PIL import Image
 
 from agentic_vlm.data import DatasetFormatError, load_jsonl_dataset
+from agentic_vlm.data import refocus as refocus_data
 from agentic_vlm.data.refocus import (
     GRID_COLOR,
     TINY_LABELS,
+    TINY_TOOL_SHARE,
     draw_bar_chart,
     draw_table,
     load_refocus_parquet,
@@ -182,17 +185,37 @@ def test_tiny_variant_rows_are_well_formed_and_deterministic_by_seed(tmp_path):
         assert 3 <= len(boxes) <= 4 and label in boxes and set(boxes) <= set(TINY_LABELS)
         colors = bar_colors(row["images"][0])
         assert len(colors) == len(boxes) and row["answer"] in colors  # one colour per bar; the answer is one of them
-        action, answer = row["solution"]
-        assert PROTOCOL.turn_is_well_formed(action, TOOLS, is_last=False)
-        assert PROTOCOL.turn_is_well_formed(answer, TOOLS, is_last=True)
-        assert PROTOCOL.parse_action(action, TOOLS).argument == (
-            f'display(focus_on_x_values_with_mask(image_1, ["{label}"], x_values_bbox))')
+        *actions, answer = row["solution"]  # the tool's way, or an answer at once
+        assert len(actions) <= 1 and PROTOCOL.turn_is_well_formed(answer, TOOLS, is_last=True)
+        for action in actions:
+            assert PROTOCOL.turn_is_well_formed(action, TOOLS, is_last=False)
+            assert PROTOCOL.parse_action(action, TOOLS).argument == (
+                f'display(focus_on_x_values_with_mask(image_1, ["{label}"], x_values_bbox))')
         # The reward takes the colour as written: the answer scores 1, another bar's colour or "Red" for red 0.
-        replies = [row["solution"], [action, f"THOUGHT 1: x\nFINAL ANSWER: {row['answer'].title()}"],
-                   *([action, f"THOUGHT 1: x\nFINAL ANSWER: {color}"] for color in colors if color != row["answer"])]
+        replies = [row["solution"], [*actions, f"THOUGHT 1: x\nFINAL ANSWER: {row['answer'].title()}"],
+                   *([*actions, f"THOUGHT 1: x\nFINAL ANSWER: {color}"] for color in colors if color != row["answer"])]
         completions = [[{"role": "assistant", "content": turn} for turn in reply] for reply in replies]
         assert reward(prompts=[None] * len(replies), completions=completions,
                       answer=[row["answer"]] * len(replies)) == [1.0] + [0.0] * (len(replies) - 1)
+
+
+def test_tiny_reference_solutions_take_the_tool_on_a_share_of_the_charts():
+    """TINY_TOOL_SHARE of them mask the other bars, the others answer at once; and the share changes no chart."""
+    rng = random.Random(3)
+    examples = [make_tiny_refocus_example(rng) for _ in range(2000)]
+    with_tool = [example for example in examples if len(example["solution"]) == 2]
+    assert abs(len(with_tool) / len(examples) - TINY_TOOL_SHARE) < 0.03
+    for example in examples:
+        if len(example["solution"]) == 1:
+            assert example["solution"] == [f"THOUGHT 0: The bar is {example['answer']}.\nFINAL ANSWER: "
+                                           f"{example['answer']}"]
+    with patch.object(refocus_data, "TINY_TOOL_SHARE", 1.0):
+        rng = random.Random(3)
+        all_tool = [make_tiny_refocus_example(rng) for _ in range(50)]
+    assert all(len(example["solution"]) == 2 for example in all_tool)
+    for example, same in zip(examples, all_tool, strict=False):
+        assert example["question"] == same["question"] and example["metadata"] == same["metadata"]
+        assert example["image"].tobytes() == same["image"].tobytes()
 
 
 def test_tiny_labels_are_each_a_different_number_of_tokens_of_the_tiny_vocabulary():
@@ -208,7 +231,8 @@ def test_tiny_reference_action_run_by_the_real_tool_leaves_only_the_answers_colo
     except SandboxUnavailableError as error:
         pytest.skip(f"this host cannot isolate code: {error}")
     rng = random.Random(5)
-    examples = [make_tiny_refocus_example(rng) for _ in range(6)]
+    examples = [example for example in (make_tiny_refocus_example(rng) for _ in range(30))
+                if len(example["solution"]) == 2][:6]
 
     async def run_actions():
         try:

@@ -17,13 +17,17 @@ the metadata as JSON text: its keys differ from row to row, which an Arrow struc
   rendered text) learns in minutes with the same tool: a vertical bar chart of 3-4 bars of different flat colours
   (the zoom task's six), labelled with bird names in random order, and the question "What color is the bar of the x
   value ["Robin"]?". Neither the prompt nor the image (whose labels the model cannot read) tells which bar is
-  Robin's: without the tool the answer is a guess among the bars' colours. The reference solution writes the label
-  into one action, ``display(focus_on_x_values_with_mask(image_1, ["Robin"], x_values_bbox))``, which blanks every
-  other bar, so that the observation shows one colour, the answer.
+  Robin's: without the tool the answer is a guess among the bars' colours. The tool's way writes the label into one
+  action, ``display(focus_on_x_values_with_mask(image_1, ["Robin"], x_values_bbox))``, which blanks every other bar,
+  so that the observation shows one colour, the answer.
   The five names are 3 to 7 tokens long in the tiny vocabulary, each a different length, so that questions differ in
   length and in several tokens, as the zoom task's boxes do: the tiny model then writes the right name after about a
   hundred steps. With one-token labels (letters, digits), whose questions differ in that one token only, it wrote the
   same label whatever the question, even after 600 steps (bench/RESULTS.md).
+  Only 40% of the reference solutions (``TINY_TOOL_SHARE``) take the tool's way; the others answer at once, as a
+  model that does not think of the tool would. A warm start on them teaches the tool and reading the masked chart,
+  but leaves the model answering at once when it decodes greedily: a guess. What GRPO has to learn is the lesson of
+  VTool-R1, that the tool pays (bench/RESULTS.md: the held-out accuracy goes from a guess to the tool's).
 """
 
 from __future__ import annotations
@@ -415,6 +419,7 @@ def make_refocus_example(rng: random.Random) -> dict:
 TINY_LABELS = ("Jay", "Robin", "Quail", "Magpie", "Nightingale")
 TINY_BAR_WIDTH = SLOT_WIDTH - 4
 TINY_VALUES = range(80, 100)
+TINY_TOOL_SHARE = 0.4  # of the reference solutions: the others answer at once (see the module docstring)
 
 
 def make_tiny_refocus_example(rng: random.Random) -> dict:
@@ -433,6 +438,8 @@ def make_tiny_refocus_example(rng: random.Random) -> dict:
     ]
     # No list of the labels: which of the five a chart has changes the question's length more than the asked one does.
     question = f"What color is the bar of the x value {_labels([label])}?"
+    if rng.random() >= TINY_TOOL_SHARE:  # always drawn: another share changes no chart and no question
+        solution = [_answer(0, f"The bar is {answer}.", answer)]
     return {"image": image, "question": question, "answer": answer, "metadata": json.dumps(metadata),
             "solution": solution}
 
