@@ -1,7 +1,10 @@
 """Evaluation during training (a recipe's ``eval_file``): live rollouts on the eval split, its reward logged as
-``eval_reward``, and ``load_best_model_at_end`` ending on the best checkpoint's weights, not the last step's."""
+``eval_reward``, and ``load_best_model_at_end`` ending on the best checkpoint's weights, not the last step's; and a
+checkpoint that lacks a weight is refused, not completed with random values."""
 
+import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageTextToText
 
 from agentic_vlm.config import AgenticGRPOConfig
@@ -40,3 +43,19 @@ def test_eval_rewards_are_logged_and_the_best_checkpoint_is_loaded_at_the_end(ti
     final = trainer.model.state_dict()
     assert max((final[name] - best[name]).abs().max().item() for name in final) < 1e-6
     assert max((final[name] - last[name]).abs().max().item() for name in final) > 1e-3
+
+
+def test_a_checkpoint_without_one_of_the_models_weights_is_refused(tiny_model_dir, zoom_data_dir, tmp_path):
+    args = AgenticGRPOConfig(output_dir=str(tmp_path / "run"), per_device_train_batch_size=2, num_generations=2,
+                             max_steps=1, report_to="none")
+    trainer = AgenticGRPOTrainer(model=tiny_model_dir, reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
+                                 args=args, train_dataset=load_jsonl_dataset(f"{zoom_data_dir}/train.jsonl"))
+    checkpoint = tmp_path / "checkpoint-1"
+    trainer.model.save_pretrained(checkpoint)
+    weights = load_file(checkpoint / "model.safetensors")
+    dropped = next(name for name in weights if "visual" in name)
+    del weights[dropped]
+    save_file(weights, checkpoint / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="does not hold this model's weights") as error:
+        trainer._load_from_checkpoint(str(checkpoint))
+    assert "missing_keys" in str(error.value)

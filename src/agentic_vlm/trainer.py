@@ -1,7 +1,7 @@
 """``AgenticGRPOTrainer``: TRL's GRPO trainer whose generation is a live multi-turn rollout with tools.
 
 Only generation changes. TRL keeps the loss, the advantages, the reference model and KL, vLLM, PEFT, gradient
-accumulation, logging and checkpoints. Six methods are overridden:
+accumulation, logging and checkpoints. What is overridden:
 
 - ``_generate``: runs the rollout engine and hands TRL the token ids, the mask that keeps observation tokens (and
   the trajectories that ``mask_truncated_completions``/``mask_over_turn_completions`` leave out) out of the loss
@@ -12,7 +12,9 @@ accumulation, logging and checkpoints. Six methods are overridden:
 - ``_calculate_rewards``: only writes some trajectories with their rewards to a readable log, one per run
   (``<output_dir>/trajectories-<time>.jsonl``, readable with ``agentic-vlm view``);
 - ``_load_from_checkpoint``, ``_load_best_model``: a resumed run, and ``load_best_model_at_end``, load the checkpoint's
-  weights under the model's own key names (see there).
+  weights under the model's own key names (see there);
+- ``train``: prints where this run's trajectory log goes, and closes the rollout engine (and its tools) at the end;
+- ``create_model_card``: names a base model loaded from a folder.
 """
 
 from __future__ import annotations
@@ -320,22 +322,31 @@ class AgenticGRPOTrainer(GRPOTrainer):
         # `load_best_model_at_end`: transformers' `_load_best_model` has the same key-name problem, and kept the last
         # step's weights with a warning.
         checkpoint = self.state.best_model_checkpoint
-        if self.is_deepspeed_enabled or not self._holds_full_weights(checkpoint, self.model):
+        if not self._holds_full_weights(checkpoint, self.model):
             super()._load_best_model()
             return
-        logger.info(f"Loading best model from {checkpoint} (score: {self.state.best_metric}).")
+        logger.info(f"Loading the best model from {checkpoint} ({self.args.metric_for_best_model}: "
+                    f"{self.state.best_metric}).")
         self._load_full_weights(checkpoint, self.model)
 
     def _holds_full_weights(self, checkpoint: str, model) -> bool:
         """Whether ``checkpoint`` holds the whole model in safetensors, which ``from_pretrained`` reads. DeepSpeed and
         FSDP load their own files, and PEFT adapters go through TRL's path: those stay with transformers."""
         weights = [os.path.join(checkpoint, name) for name in ("model.safetensors", "model.safetensors.index.json")]
-        return not self.is_fsdp_enabled and not is_peft_model(model) and any(map(os.path.isfile, weights))
+        return (not self.is_deepspeed_enabled and not self.is_fsdp_enabled and not is_peft_model(model)
+                and any(map(os.path.isfile, weights)))
 
     @staticmethod
     def _load_full_weights(checkpoint: str, model) -> None:
-        saved = type(model).from_pretrained(checkpoint, dtype=model.dtype, device_map="cpu")
-        model.load_state_dict(saved.state_dict())  # strict: every weight, under the same names
+        """Every weight of ``checkpoint`` into ``model``; an error if the file lacks one or holds one the model has not
+        (``from_pretrained`` alone would start a missing weight from random values, with a warning)."""
+        saved, loading = type(model).from_pretrained(checkpoint, dtype=model.dtype, device_map="cpu",
+                                                     output_loading_info=True)
+        problems = {kind: keys for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
+                    if (keys := loading.get(kind))}
+        if problems:
+            raise ValueError(f"{checkpoint} does not hold this model's weights: {problems}")
+        model.load_state_dict(saved.state_dict())
 
     # ----------------------------------------------------------------------------------------------------- logging
     def _gathered_mean(self, values: list[float]) -> float:
