@@ -105,7 +105,7 @@ def main() -> None:
         phase = time.perf_counter()
         losses = supervised_warm_start(model, processor, protocol, tools, train, steps=script_args.warmstart_steps,
                               learning_rate=script_args.warmstart_learning_rate,
-            lr_scheduler_type=script_args.warmstart_lr_scheduler_type,
+                              lr_scheduler_type=script_args.warmstart_lr_scheduler_type,
                               batch_size=script_args.warmstart_batch_size,
                               max_completion_length=config.max_completion_length, seed=args.seed,
                               system_prompt=config.system_prompt)

@@ -41,7 +41,7 @@ class RecipeError(ValueError):
     """A recipe or a command-line override is wrong; the message names the file (or the command line) and the key."""
 
 
-# The schedules of transformers' `get_scheduler` that need neither warm-up steps nor a metric.
+# The warm start's learning-rate schedules (transformers' `get_scheduler` names): no warm-up, and no metric to read.
 WARMSTART_SCHEDULES = ("constant", "linear", "cosine")
 
 
@@ -74,7 +74,7 @@ class TrainScriptArguments:
     warmstart_batch_size: int = field(default=8, metadata={"help": "Batch size of the warm start."})
     warmstart_lr_scheduler_type: str = field(
         default="constant",
-        metadata={"help": "Learning-rate schedule of the warm start: `constant`, or `linear` or `cosine` down to 0."},
+        metadata={"help": "Learning-rate schedule of the warm start: `constant`, or `linear` or `cosine` towards 0."},
     )
 
     def __post_init__(self):

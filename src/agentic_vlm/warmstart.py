@@ -18,6 +18,7 @@ from trl.data_utils import prepare_multimodal_messages
 
 from .frames import ImageView, image_token_mismatch
 from .protocols.base import Protocol
+from .recipe import WARMSTART_SCHEDULES
 from .rollout import RolloutEngine, ScriptedTurnGenerator, Trajectory
 from .tools.base import Tool
 
@@ -86,6 +87,8 @@ def supervised_warm_start(
     system_prompt: str | None = None,
 ) -> list[float]:
     """Train ``model`` for ``steps`` steps on the ``solution`` column of ``dataset``; returns the losses."""
+    if lr_scheduler_type not in WARMSTART_SCHEDULES:
+        raise ValueError(f"lr_scheduler_type must be one of {', '.join(WARMSTART_SCHEDULES)}, got {lr_scheduler_type!r}")
     if "solution" not in dataset.column_names:
         raise ValueError("the warm start needs a 'solution' column: the reference assistant turns of each row")
     generator = ScriptedTurnGenerator(
