@@ -325,8 +325,9 @@ class AgenticGRPOTrainer(GRPOTrainer):
         if not self._holds_full_weights(checkpoint, self.model):
             super()._load_best_model()
             return
-        logger.info(f"Loading the best model from {checkpoint} ({self.args.metric_for_best_model}: "
-                    f"{self.state.best_metric}).")
+        if self.is_world_process_zero():
+            logger.info(f"Loading the best model from {checkpoint} ({self.args.metric_for_best_model}: "
+                        f"{self.state.best_metric}).")
         self._load_full_weights(checkpoint, self.model)
 
     def _holds_full_weights(self, checkpoint: str, model) -> bool:
